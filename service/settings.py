@@ -1,0 +1,84 @@
+"""The one settings object. Every field reads `RNNSERVE_<FIELD>`; tests build `Settings(...)`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+
+class LogFormat(StrEnum):
+    """How log lines are written."""
+
+    JSON = "json"
+    TEXT = "text"
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Server settings; `rnnserve serve` flags override the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RNNSERVE_", extra="forbid")
+
+    repository: Path = Path("models")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    strict: bool = False
+
+    providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    intra_op_threads: int = Field(default=1, ge=0)
+
+    max_batch_size: int = Field(default=64, ge=1)
+    max_queue_delay_ms: float = Field(default=2.0, ge=0)
+    max_queue_size: int = Field(default=1024, ge=1)
+
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_sequences: int = Field(default=256, ge=1)
+    max_steps: int = Field(default=10_000, ge=1)
+
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    session_store: str = "memory"
+    session_ttl_s: float = Field(default=600.0, gt=0)
+    max_sessions: int = Field(default=100_000, ge=1)
+    max_sessions_per_key: int = Field(default=10_000, ge=1)
+    max_step_batch_size: int = Field(default=256, ge=1)
+    max_step_delay_ms: float = Field(default=0.5, ge=0)
+    store_timeout_s: float = Field(default=1.0, gt=0)
+
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    log_level: str = "info"
+    log_format: LogFormat = LogFormat.JSON
+
+    @field_validator("providers", "api_keys", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in {"critical", "error", "warning", "info", "debug"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as printable JSON, secrets masked."""
+        shown = self.model_dump(mode="json")
+        shown["api_keys"] = ["***"] * len(self.api_keys)
+        if "@" in self.session_store:
+            scheme, _, rest = self.session_store.partition("://")
+            shown["session_store"] = f"{scheme}://***@{rest.rpartition('@')[2]}"
+        return shown
