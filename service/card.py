@@ -110,7 +110,9 @@ class ModelCard(BaseModel):
         if self.labels is not None and len(self.labels) != self.output_size:
             raise ValueError(f"{len(self.labels)} labels for output_size {self.output_size}")
         if self.feature_names is not None and len(self.feature_names) != self.input_size:
-            raise ValueError(f"{len(self.feature_names)} feature_names for input_size {self.input_size}")
+            raise ValueError(
+                f"{len(self.feature_names)} feature_names for input_size {self.input_size}"
+            )
         return self
 
     @property

@@ -10,7 +10,6 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
-
 class LogFormat(StrEnum):
     """How log lines are written."""
 
@@ -58,6 +57,7 @@ class Settings(BaseSettings):
     store_timeout_s: float = Field(default=1.0, gt=0)
 
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    access_log: bool = True
     log_level: str = "info"
     log_format: LogFormat = LogFormat.JSON
 

@@ -1,0 +1,54 @@
+"""Shared pieces of the HTTP layer: the engine dependency, bounded body reading, JSON answers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from starlette.responses import Response
+
+from service.codecs import dump_json, parse_json
+from service.engine import Engine
+from service.errors import LimitExceededError
+
+
+def get_engine(request: Request) -> Engine:
+    """The app's engine, built in the lifespan."""
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+def owner_of(request: Request) -> str | None:
+    """The API key fingerprint set by ApiKeyMiddleware, or None when keys are off."""
+    owner: str | None = request.scope.get("state", {}).get("owner")
+    return owner
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise LimitExceededError(f"body of {declared} bytes, the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise LimitExceededError(f"body over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, engine: Engine) -> Any:
+    """Read and parse a JSON body within the configured limit."""
+    return parse_json(await read_body(request, engine.settings.max_body_bytes))
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """Serialise with orjson (numpy arrays included)."""
+    return Response(dump_json(payload), status, headers=headers, media_type="application/json")

@@ -1,0 +1,35 @@
+"""Operations routes: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
+
+from service.api.deps import EngineDep, json_response
+from service.repository import ModelStatus
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/health/live", summary="The process answers")
+async def live() -> Response:
+    """200 as long as the event loop runs."""
+    return json_response({"status": "live"})
+
+
+@router.get("/health/ready", summary="Models loaded and warmed up", responses={503: {}})
+async def ready(engine: EngineDep) -> Response:
+    """200 once the repository is loaded and every ready model answered its warm-up run."""
+    if not engine.ready:
+        return json_response({"status": "loading"}, 503, {"Retry-After": "1"})
+    entries = engine.repository.entries()
+    models = {f"{e.name}/{e.version}": e.status.value for e in entries}
+    unavailable = sum(e.status is ModelStatus.UNAVAILABLE for e in entries)
+    return json_response({"status": "ready", "models": models, "unavailable": unavailable})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(engine: EngineDep) -> Response:
+    """Requests, latency, batch sizes, queue depth, sessions, in the text exposition format."""
+    return Response(engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)

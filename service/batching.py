@@ -1,0 +1,189 @@
+"""Dynamic batching of variable-length sequences with their initial states.
+
+Predict requests and streaming steps share this machinery (two instances per model): the
+queue collects sequences while the previous batch runs, pads them to the longest, passes
+`seq_lens`, runs once in the model's worker thread and scatters the rows back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.errors import NotReadyError, QueueFullError
+from service.metrics import Metrics
+from service.runtime import FloatArray, IntArray, ModelRunner, RecurrentState, RnnBatch
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceResult:
+    """One sequence's outputs for its valid steps and the state after its last step."""
+
+    y: FloatArray
+    state: RecurrentState
+
+
+@dataclass(slots=True)
+class BatchJob:
+    """Sequences from one request, waiting for a batch; `states` None means zeros."""
+
+    sequences: list[FloatArray | IntArray]
+    states: RecurrentState | None
+    future: asyncio.Future[list[SequenceResult]]
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = len(self.sequences)
+
+
+def assemble_batch(jobs: list[BatchJob], runner: ModelRunner) -> RnnBatch:
+    """Pad every job's sequences to the longest one and stack their states."""
+    sequences = [s for job in jobs for s in job.sequences]
+    lengths = np.fromiter((len(s) for s in sequences), np.int32, len(sequences))
+    if len(sequences) == 1:
+        inputs = sequences[0][None]
+    else:
+        first = sequences[0]
+        inputs = np.zeros((len(sequences), int(lengths.max()), *first.shape[1:]), first.dtype)
+        for row, seq in enumerate(sequences):
+            inputs[row, : len(seq)] = seq
+    states = [job.states or runner.zero_state(job.size) for job in jobs]
+    state = states[0] if len(states) == 1 else RecurrentState.stack(states)
+    return RnnBatch(inputs, lengths, state)
+
+
+def run_jobs(jobs: list[BatchJob], runner: ModelRunner) -> list[list[SequenceResult]]:
+    """One onnxruntime call for all jobs, split back per job and per sequence."""
+    batch = assemble_batch(jobs, runner)
+    result = runner.run(batch)
+    if result.y.shape[0] != len(batch.seq_lens):
+        raise RuntimeError("batch axis changed inside the graph")
+    out: list[list[SequenceResult]] = []
+    row = 0
+    for job in jobs:
+        rows = []
+        for seq in job.sequences:
+            rows.append(SequenceResult(result.y[row, : len(seq)], result.state.row(row)))
+            row += 1
+        out.append(rows)
+    return out
+
+
+class Batcher:
+    """Queues jobs for one model version and runs them in batches, one batch at a time."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        *,
+        kind: str,
+        executor: Executor,
+        metrics: Metrics,
+        max_batch_size: int,
+        max_delay_ms: float,
+        max_queue_size: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._runner = runner
+        self._kind = kind
+        self._executor = executor
+        self._metrics = metrics
+        self._max_batch = max_batch_size
+        self._max_delay_s = max_delay_ms / 1000.0
+        self._max_queue = max_queue_size
+        self._clock = clock
+        self._pending: deque[tuple[float, BatchJob]] = deque()
+        self._queued = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._labels = (runner.card.name, str(runner.card.version), kind)
+
+    def start(self) -> None:
+        """Start the batching loop on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(
+            self._loop(), name=f"batcher-{self._labels}"
+        )
+
+    async def stop(self) -> None:
+        """Refuse new work, finish every queued job, then stop the loop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    async def submit(
+        self, sequences: list[FloatArray | IntArray], states: RecurrentState | None = None
+    ) -> list[SequenceResult]:
+        """Queue sequences (and their initial states); returns one result per sequence."""
+        if self._closing:
+            raise NotReadyError("the server is shutting down", retry_after_s=1.0)
+        if self._queued + len(sequences) > self._max_queue:
+            raise QueueFullError(
+                f"the {self._kind} queue of {self._runner.card.name} is full", retry_after_s=1.0
+            )
+        job = BatchJob(sequences, states, asyncio.get_running_loop().create_future())
+        self._pending.append((self._clock(), job))
+        self._queued += job.size
+        self._metrics.queue_depth.labels(*self._labels).set(self._queued)
+        self._wakeup.set()
+        return await job.future
+
+    async def _next_batch(self) -> list[BatchJob]:
+        while not self._pending:
+            if self._closing:
+                return []
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        first_at, first = self._pending.popleft()
+        jobs, size = [first], first.size
+        while size < self._max_batch:
+            if not self._pending:
+                remaining = first_at + self._max_delay_s - self._clock()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    break
+                continue
+            if size + self._pending[0][1].size > self._max_batch:
+                break
+            _, job = self._pending.popleft()
+            jobs.append(job)
+            size += job.size
+        self._queued -= size
+        self._metrics.queue_depth.labels(*self._labels).set(self._queued)
+        return jobs
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._next_batch()
+            if not jobs:
+                return
+            live = [job for job in jobs if not job.future.done()]
+            if not live:
+                continue
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, run_jobs, live, self._runner)
+            except Exception as exc:
+                for job in live:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            self._metrics.inference_seconds.labels(*self._labels).observe(
+                time.perf_counter() - started
+            )
+            self._metrics.batch_size.labels(*self._labels).observe(sum(j.size for j in live))
+            for job, rows in zip(live, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(rows)

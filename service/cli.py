@@ -1,0 +1,168 @@
+"""`rnnserve serve|models|verify` here; `export`, `train` and `bench` hand over to their packages.
+
+The service never imports torch: the offline commands run `python -m export` / `python -m bench`
+in place of this process, so they need the `[export]` extra only when actually used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from service.errors import RepositoryError
+from service.settings import LogFormat, Settings
+
+log = logging.getLogger("rnnserve")
+
+HANDED_OVER = {"export": "export", "train": "export", "bench": "bench"}
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="serve the model repository over HTTP")
+    serve.add_argument("--repository", type=Path)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--providers", help="comma-separated onnxruntime execution providers")
+    serve.add_argument("--intra-op-threads", type=int)
+    serve.add_argument("--max-batch-size", type=int)
+    serve.add_argument("--max-queue-delay-ms", type=float)
+    serve.add_argument("--session-store", help="memory, or redis://host:port/db")
+    serve.add_argument("--session-ttl-s", type=float)
+    serve.add_argument("--log-level")
+    serve.add_argument("--log-format", choices=[f.value for f in LogFormat])
+    serve.add_argument(
+        "--strict", action="store_true", default=None, help="refuse to start if any model is broken"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `rnnserve` command line."""
+    parser = argparse.ArgumentParser(prog="rnnserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    models = sub.add_parser("models", help="list the repository and each model's status")
+    models.add_argument("--repository", type=Path)
+    verify = sub.add_parser(
+        "verify", help="check a model version: card, graph, sha256, dynamic axes"
+    )
+    verify.add_argument("path", type=Path, help="models/NAME/VERSION")
+    for name, package in HANDED_OVER.items():
+        sub.add_parser(name, help=f"runs `python -m {package} {name if name != 'bench' else ''}`")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Environment first, flags given on the command line override it."""
+    overrides: dict[str, Any] = {
+        key: value for key, value in vars(args).items() if key != "command" and value is not None
+    }
+    return Settings(**overrides)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run uvicorn on the app; a strict start loads the repository first and fails in one line."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.logs import configure_logging
+    from service.repository import Repository
+
+    settings = settings_from(args)
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("effective settings", extra={"settings": settings.masked()})
+    repository = None
+    if settings.strict:
+        repository = Repository.load(
+            settings.repository,
+            providers=settings.providers,
+            intra_op_threads=settings.intra_op_threads,
+            strict=True,
+        )
+    app = create_app(settings, repository=repository)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        server_header=False,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def list_models(args: argparse.Namespace) -> int:
+    """Print one line per model version."""
+    from service.repository import Repository
+
+    settings = settings_from(args)
+    repository = Repository.load(
+        settings.repository, providers=settings.providers, intra_op_threads=1
+    )
+    for e in repository.entries():
+        card = e.card
+        kind = f"{card.cell.value} h{card.hidden_size}x{card.num_layers}" if card else "-"
+        provider = e.runner.provider if e.runner else "-"
+        reason = f"  ({e.reason})" if e.reason else ""
+        print(f"{e.name:24} v{e.version:<4} {e.status.value:12} {kind:16} {provider}{reason}")
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    """Check one version directory the way the server loads it."""
+    from service.repository import load_version
+
+    model = load_version(args.path, providers=["CPUExecutionProvider"], intra_op_threads=1)
+    card = model.card
+    print(
+        orjson.dumps(
+            {
+                "ok": True,
+                "model": model.name,
+                "version": model.version,
+                "sha256": card.onnx_sha256,
+                "parity": card.parity.model_dump() if card.parity else None,
+            },
+            option=orjson.OPT_INDENT_2,
+        ).decode()
+    )
+    return 0
+
+
+def hand_over(command: str, argv: list[str]) -> None:
+    """Replace this process with `python -m <package> ...` so torch never loads in the service."""
+    package = HANDED_OVER[command]
+    rest = argv if command == "bench" else [command, *argv]
+    os.execv(sys.executable, [sys.executable, "-m", package, *rest])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `rnnserve` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in HANDED_OVER:
+        hand_over(argv[0], argv[1:])
+    args = build_parser().parse_args(argv)
+    commands = {"serve": serve, "models": list_models, "verify": verify}
+    try:
+        return commands[args.command](args)
+    except RepositoryError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        print(
+            f"error: invalid settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}",
+            file=sys.stderr,
+        )
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The service core without HTTP: repository, batchers and metrics, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from service.batching import Batcher
+from service.codecs import Limits
+from service.errors import NotReadyError
+from service.metrics import Metrics
+from service.predict import parse_predict_request, render_predict_response
+from service.repository import LoadedModel, Repository
+from service.sessions import SessionManager, open_store
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelWorkers:
+    """A model version's worker thread and the two batchers that feed it."""
+
+    executor: ThreadPoolExecutor
+    predict: Batcher
+    step: Batcher
+
+
+class Engine:
+    """Everything a request needs, built once per app from the settings."""
+
+    def __init__(self, settings: Settings, *, repository: Repository | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.limits = Limits(max_sequences=settings.max_sequences, max_steps=settings.max_steps)
+        self._preloaded = repository
+        self._repository: Repository | None = None
+        self._workers: dict[tuple[str, int], ModelWorkers] = {}
+        self._sessions: SessionManager | None = None
+
+    @property
+    def repository(self) -> Repository:
+        """The loaded repository; NotReadyError before start() finished."""
+        if self._repository is None:
+            raise NotReadyError("the model repository is still loading", retry_after_s=1.0)
+        return self._repository
+
+    @property
+    def sessions(self) -> SessionManager:
+        """The streaming sessions; NotReadyError before start() finished."""
+        if self._sessions is None:
+            raise NotReadyError("the session store is starting", retry_after_s=1.0)
+        return self._sessions
+
+    @property
+    def ready(self) -> bool:
+        """True once every ready model has its batchers running."""
+        return self._repository is not None
+
+    async def start(self) -> None:
+        """Load the repository off the event loop, then start one worker set per model."""
+        s = self.settings
+        repository = self._preloaded
+        if repository is None:
+            repository = await asyncio.to_thread(
+                Repository.load,
+                s.repository,
+                providers=s.providers,
+                intra_op_threads=s.intra_op_threads,
+                strict=s.strict,
+            )
+        for entry in repository.entries():
+            provider = entry.runner.provider if entry.runner else "none"
+            self.metrics.model_ready.labels(entry.name, str(entry.version), provider).set(
+                1 if entry.runner else 0
+            )
+        for model in repository.ready_models():
+            self._workers[(model.name, model.version)] = self._start_workers(model)
+        self._repository = repository
+        self._sessions = SessionManager(self, open_store(s, self.metrics))
+        self._sessions.start()
+
+    def _start_workers(self, model: LoadedModel) -> ModelWorkers:
+        s = self.settings
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{model.name}")
+        common: dict[str, Any] = {
+            "executor": executor,
+            "metrics": self.metrics,
+            "max_queue_size": s.max_queue_size,
+        }
+        predict = Batcher(
+            model.runner,
+            kind="predict",
+            max_batch_size=s.max_batch_size,
+            max_delay_ms=s.max_queue_delay_ms,
+            **common,
+        )
+        step = Batcher(
+            model.runner,
+            kind="step",
+            max_batch_size=s.max_step_batch_size,
+            max_delay_ms=s.max_step_delay_ms,
+            **common,
+        )
+        predict.start()
+        step.start()
+        return ModelWorkers(executor, predict, step)
+
+    async def stop(self) -> None:
+        """Finish queued work, then release the worker threads."""
+        if self._sessions is not None:
+            await self._sessions.stop()
+            self._sessions = None
+        for workers in self._workers.values():
+            await workers.predict.stop()
+            await workers.step.stop()
+            workers.executor.shutdown(wait=True)
+        self._workers.clear()
+
+    def workers(self, model: LoadedModel) -> ModelWorkers:
+        """The batchers of a ready model version."""
+        return self._workers[(model.name, model.version)]
+
+    async def predict(self, name: str, version: int | None, payload: Any) -> dict[str, Any]:
+        """Validate, batch, run and render one v1 predict request."""
+        model = self.repository.get(name, version)
+        request = parse_predict_request(payload, model.card, self.limits)
+        results = await self.workers(model).predict.submit(request.sequences, request.states)
+        return render_predict_response(model.name, model.version, model.card, request, results)

@@ -1,0 +1,80 @@
+"""Prometheus metrics, in a registry of their own per app (no process-wide singletons)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """Every metric the service exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "rnnserve_requests", "HTTP requests answered", ["route", "method", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "rnnserve_request_seconds",
+            "HTTP request latency",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_requests = Counter(
+            "rnnserve_model_requests",
+            "Inference requests by model and outcome",
+            ["model", "version", "kind", "outcome"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "rnnserve_batch_size",
+            "Sequences per onnxruntime call",
+            ["model", "version", "kind"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "rnnserve_inference_seconds",
+            "Time inside onnxruntime per batch",
+            ["model", "version", "kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "rnnserve_queue_depth",
+            "Sequences waiting for a batch",
+            ["model", "version", "kind"],
+            registry=r,
+        )
+        self.live_sessions = Gauge(
+            "rnnserve_live_sessions", "Streaming sessions currently stored", registry=r
+        )
+        self.session_events = Counter(
+            "rnnserve_session_events",
+            "Session lifecycle events (opened, closed, reset, expired, rejected)",
+            ["event"],
+            registry=r,
+        )
+        self.session_steps = Counter(
+            "rnnserve_session_steps",
+            "Session step requests by outcome (applied, replayed, conflict)",
+            ["outcome"],
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "rnnserve_session_store_up", "1 when the session store answers, else 0", registry=r
+        )
+        self.model_ready = Gauge(
+            "rnnserve_model_ready",
+            "1 when the model version serves, else 0",
+            ["model", "version", "provider"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)

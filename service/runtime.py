@@ -1,0 +1,135 @@
+"""onnxruntime sessions for the model contract: one `ModelRunner` per model version."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from service.card import ModelCard
+from service.errors import RepositoryError
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class RecurrentState:
+    """Hidden state of a batch, layout [layers*dirs, batch, hidden]; `c` only for LSTM."""
+
+    h: FloatArray
+    c: FloatArray | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Number of sequences this state belongs to."""
+        return int(self.h.shape[1])
+
+    def row(self, index: int) -> RecurrentState:
+        """The state of one sequence, still with a batch axis of 1 (a view, not a copy)."""
+        c = None if self.c is None else self.c[:, index : index + 1]
+        return RecurrentState(self.h[:, index : index + 1], c)
+
+    @staticmethod
+    def stack(states: list[RecurrentState]) -> RecurrentState:
+        """Concatenate single- or multi-sequence states along the batch axis."""
+        h = np.concatenate([s.h for s in states], axis=1)
+        first_c = states[0].c
+        c = (
+            None
+            if first_c is None
+            else np.concatenate([s.c for s in states if s.c is not None], axis=1)
+        )
+        return RecurrentState(h, c)
+
+
+@dataclass(frozen=True, slots=True)
+class RnnBatch:
+    """One onnxruntime call: padded inputs, each sequence's length, initial state."""
+
+    inputs: FloatArray | IntArray
+    seq_lens: npt.NDArray[np.int32]
+    state: RecurrentState
+
+
+@dataclass(frozen=True, slots=True)
+class RnnResult:
+    """Outputs of one call: `y` [batch, seq, out] and the state after each sequence's last step."""
+
+    y: FloatArray
+    state: RecurrentState
+
+
+def choose_providers(requested: list[str]) -> list[str]:
+    """Keep the requested providers onnxruntime can use here, in order; CPU as the last resort."""
+    available = set(ort.get_available_providers())
+    chosen = [p for p in requested if p in available]
+    missing = [p for p in requested if p not in available]
+    if missing:
+        log.warning("execution providers not available here, skipped: %s", ", ".join(missing))
+    if not chosen:
+        chosen = ["CPUExecutionProvider"]
+    return chosen
+
+
+class ModelRunner:
+    """Runs one exported model; `run` is thread-safe (onnxruntime sessions are)."""
+
+    def __init__(
+        self, onnx_path: Path, card: ModelCard, *, providers: list[str], intra_op_threads: int
+    ) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(onnx_path), sess_options=options, providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise RepositoryError(f"{onnx_path}: onnxruntime cannot load the graph: {exc}") from exc
+        self.card = card
+        self.provider: str = self._session.get_providers()[0]
+        self._input_dtype = np.int64 if card.takes_tokens else np.float32
+        self._output_names = ["y", "hn", "cn"] if card.state_names == ("h", "c") else ["y", "hn"]
+
+    @property
+    def graph_inputs(self) -> dict[str, tuple[str, list[Any]]]:
+        """Graph input name -> (onnx type string, shape with symbolic dims as strings)."""
+        return {i.name: (i.type, list(i.shape)) for i in self._session.get_inputs()}
+
+    @property
+    def graph_outputs(self) -> dict[str, tuple[str, list[Any]]]:
+        """Graph output name -> (onnx type string, shape)."""
+        return {o.name: (o.type, list(o.shape)) for o in self._session.get_outputs()}
+
+    def zero_state(self, batch_size: int) -> RecurrentState:
+        """The all-zero initial state PyTorch uses when h0 is not given."""
+        shape = (self.card.state_rows, batch_size, self.card.hidden_size)
+        c = np.zeros(shape, np.float32) if self.card.state_names == ("h", "c") else None
+        return RecurrentState(np.zeros(shape, np.float32), c)
+
+    def run(self, batch: RnnBatch) -> RnnResult:
+        """One synchronous onnxruntime call; checks that the batch axis survives."""
+        feeds: dict[str, Any] = {
+            self.card.input_name: batch.inputs,
+            "h0": batch.state.h,
+            "seq_lens": batch.seq_lens,
+        }
+        if batch.state.c is not None:
+            feeds["c0"] = batch.state.c
+        outputs = self._session.run(self._output_names, feeds)
+        y = outputs[0]
+        if y.shape[0] != batch.inputs.shape[0]:
+            raise RuntimeError(f"graph returned batch {y.shape[0]} for {batch.inputs.shape[0]}")
+        state = RecurrentState(outputs[1], outputs[2] if len(outputs) > 2 else None)
+        return RnnResult(y, state)

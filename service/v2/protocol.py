@@ -1,0 +1,72 @@
+"""The protocol's operations over the engine: server and model metadata, readiness, infer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.engine import Engine
+from service.errors import InvalidInputError, NotReadyError
+from service.repository import LoadedModel
+from service.v2.codec import EncodedResponse, decode_request, encode_response, parse_header_length
+from service.v2.contract import contract_specs, model_metadata, select_outputs, to_arrays, to_batch
+
+EXTENSIONS = ["binary_tensor_data"]
+
+
+def parse_version(raw: str | None) -> int | None:
+    """A version path segment: a positive integer, or None for the default version."""
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidInputError(f"model version must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+def server_metadata(version: str) -> dict[str, Any]:
+    """`GET /v2`: name, version and the protocol extensions served."""
+    return {"name": "rnnserve", "version": version, "extensions": EXTENSIONS}
+
+
+def require_ready(engine: Engine) -> None:
+    """NotReadyError until the repository is loaded and the batchers run."""
+    if not engine.ready:
+        raise NotReadyError("the model repository is still loading", retry_after_s=1.0)
+
+
+def ready_model(engine: Engine, name: str, version: str | None) -> LoadedModel:
+    """A ready model version, or the error that says why not (404 unknown, 503 unavailable)."""
+    return engine.repository.get(name, parse_version(version))
+
+
+def describe(engine: Engine, name: str, version: str | None) -> dict[str, Any]:
+    """`GET /v2/models/{name}[/versions/{v}]`: the model metadata."""
+    model = ready_model(engine, name, version)
+    versions = [e.version for e in engine.repository.versions(name) if e.runner is not None]
+    return model_metadata(model, versions)
+
+
+async def infer(
+    engine: Engine,
+    *,
+    name: str,
+    version: str | None,
+    body: bytes,
+    header_length: str | None,
+    owner: str | None,
+) -> EncodedResponse:
+    """Decode, check, batch with every other request for the model, and encode the answer."""
+    model = ready_model(engine, name, version)
+    specs = contract_specs(model.card)
+    request = decode_request(
+        body,
+        parse_header_length(header_length, len(body)),
+        inputs=specs.inputs,
+        outputs=specs.outputs,
+    )
+    batch = to_batch(request, model.card, engine.limits)
+    results = await engine.workers(model).predict.submit(batch.sequences, batch.states)
+    arrays = to_arrays(model.card, batch, results)
+    header: dict[str, Any] = {"model_name": model.name, "model_version": str(model.version)}
+    if request.id is not None:
+        header["id"] = request.id
+    return encode_response(header, select_outputs(request, specs, arrays))

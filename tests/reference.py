@@ -1,0 +1,62 @@
+"""Reference answers: the exported graph run directly in onnxruntime, one sequence at a time."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One sequence's per-step outputs and final state."""
+
+    y: np.ndarray
+    h: np.ndarray
+    c: np.ndarray | None
+
+
+@cache
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def card_of(version_dir: Path) -> dict[str, Any]:
+    """The model card as plain JSON."""
+    card: dict[str, Any] = json.loads((version_dir / "model.json").read_text())
+    return card
+
+
+def run_alone(version_dir: Path, sequence: Any, state: dict[str, Any] | None = None) -> Reference:
+    """Run one sequence alone (batch 1) from `state` (zeros by default)."""
+    card = card_of(version_dir)
+    tokens = card.get("vocab_size") is not None
+    x = np.asarray(sequence, np.int64 if tokens else np.float32)[None]
+    rows = card["num_layers"] * (2 if card["bidirectional"] else 1)
+    shape = (rows, 1, card["hidden_size"])
+    feeds = {
+        "tokens" if tokens else "x": x,
+        "seq_lens": np.array([x.shape[1]], np.int32),
+        "h0": np.asarray(state["h"], np.float32)[:, None] if state else np.zeros(shape, np.float32),
+    }
+    names = ["y", "hn"]
+    if card["cell"] == "lstm":
+        feeds["c0"] = (
+            np.asarray(state["c"], np.float32)[:, None] if state else np.zeros(shape, np.float32)
+        )
+        names.append("cn")
+    out = _session(version_dir / "model.onnx").run(names, feeds)
+    return Reference(out[0][0], out[1][:, 0], out[2][:, 0] if len(out) > 2 else None)
+
+
+def assert_close(actual: Any, expected: np.ndarray) -> None:
+    """Equal up to float32 summation order: |a - b| <= 1e-5 * max(1, |b|)."""
+    got = np.asarray(actual, np.float32)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    tolerance = 1e-5 * np.maximum(1.0, np.abs(expected))
+    assert np.all(np.abs(got - expected) <= tolerance), float(np.max(np.abs(got - expected)))
