@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(default=1, ge=0)
 
     max_batch_size: int = Field(default=64, ge=1)
-    max_queue_delay_ms: float = Field(default=2.0, ge=0)
+    # 0 batches opportunistically: whatever queued while the previous batch ran goes together.
+    # Waiting longer only pays when compute dominates; at concurrency 1 it is pure latency.
+    max_queue_delay_ms: float = Field(default=0.0, ge=0)
     max_queue_size: int = Field(default=1024, ge=1)
 
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
