@@ -6,7 +6,7 @@ a linear head) so the exporter treats it exactly like a user's module.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -50,7 +50,7 @@ class RecurrentModel(nn.Module):
             embedding_dim = embedding_dim or hidden_size
             self.embedding = nn.Embedding(vocab_size, embedding_dim)
             input_size = embedding_dim
-        kwargs: dict[str, object] = {
+        kwargs: dict[str, Any] = {
             "input_size": input_size,
             "hidden_size": hidden_size,
             "num_layers": num_layers,

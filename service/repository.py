@@ -164,11 +164,13 @@ def load_version(version_dir: Path, *, providers: list[str], intra_op_threads: i
 def _version_dirs(root: Path) -> Iterator[tuple[str, int, Path]]:
     if not root.is_dir():
         raise RepositoryError(f"model repository {root} is not a directory")
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    # hidden directories are the exporter's atomic-write scratch space
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not re.fullmatch(MODEL_NAME_PATTERN, model_dir.name):
             log.warning("skipping %s: not a valid model name", model_dir)
             continue
-        for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+        versions = (p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for version_dir in sorted(versions):
             if version_dir.name.isdigit() and int(version_dir.name) >= 1:
                 yield model_dir.name, int(version_dir.name), version_dir
             else:

@@ -1,0 +1,5 @@
+"""Entry point for `python -m export`."""
+
+from export.cli import main
+
+raise SystemExit(main())
