@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="check a model version: card, graph, sha256, dynamic axes"
     )
     verify.add_argument("path", type=Path, help="models/NAME/VERSION")
+    verify.add_argument("--module", help="FILE.py:NAME: also recheck parity against torch")
+    verify.add_argument("--checkpoint", type=Path, help="the state_dict the model came from")
+    verify.add_argument("--init-kwargs", help="JSON object of NAME's arguments")
     for name, package in HANDED_OVER.items():
         sub.add_parser(name, help=f"runs `python -m {package} {name if name != 'bench' else ''}`")
     return parser
@@ -117,9 +120,12 @@ def list_models(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
-    """Check one version directory the way the server loads it."""
+    """Check one version directory the way the server loads it; parity needs torch (export)."""
     from service.repository import load_version
 
+    if (args.module is None) != (args.checkpoint is None):
+        print("error: --module and --checkpoint go together", file=sys.stderr)
+        return 2
     model = load_version(args.path, providers=["CPUExecutionProvider"], intra_op_threads=1)
     card = model.card
     print(
@@ -134,6 +140,18 @@ def verify(args: argparse.Namespace) -> int:
             option=orjson.OPT_INDENT_2,
         ).decode()
     )
+    if args.module is not None:
+        extra = ["--init-kwargs", args.init_kwargs] if args.init_kwargs else []
+        sys.stdout.flush()
+        parity = [
+            "parity",
+            str(args.path),
+            "--module",
+            args.module,
+            "--checkpoint",
+            str(args.checkpoint),
+        ]
+        os.execv(sys.executable, [sys.executable, "-m", "export", *parity, *extra])
     return 0
 
 
