@@ -69,6 +69,9 @@ class RnnResult:
 
 def choose_providers(requested: list[str]) -> list[str]:
     """Keep the requested providers onnxruntime can use here, in order; CPU as the last resort."""
+    if "CUDAExecutionProvider" in requested and hasattr(ort, "preload_dlls"):
+        # onnxruntime-gpu does not search the CUDA/cuDNN wheels pip installed beside it by itself
+        ort.preload_dlls()
     available = set(ort.get_available_providers())
     chosen = [p for p in requested if p in available]
     missing = [p for p in requested if p not in available]
