@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import models, ops, v2
+from service.api import models, ops, sessions, stream, v2
 from service.api.errors import install_error_handlers
 from service.api.middleware import ApiKeyMiddleware, RequestContextMiddleware
 from service.engine import Engine
@@ -35,6 +35,8 @@ def create_app(settings: Settings, *, repository: Repository | None = None) -> F
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(models.router)
+    app.include_router(sessions.router)
+    app.include_router(stream.router)
     app.include_router(v2.router)
     if settings.api_keys:
         app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in settings.api_keys])

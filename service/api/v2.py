@@ -12,6 +12,31 @@ router = APIRouter(prefix="/v2", tags=["v2"])
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
+INFER_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "example": {
+                    "id": "1",
+                    "inputs": [
+                        {"name": "x", "shape": [1, 2, 2], "datatype": "FP32", "data": [0, 1, 2, 3]}
+                    ],
+                    "outputs": [{"name": "y"}],
+                }
+            },
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "JSON header of Inference-Header-Content-Length bytes, "
+                    "then each input's binary_data_size raw little-endian bytes",
+                }
+            },
+        },
+    }
+}
+
 
 @router.get("", summary="Server metadata and the protocol extensions served")
 async def server_metadata(request: Request) -> Response:
@@ -47,8 +72,12 @@ async def model_ready(name: str, engine: EngineDep, version: str | None = None) 
     return json_response({"name": model.name, "version": str(model.version), "ready": True})
 
 
-@router.post("/models/{name}/infer", summary="Infer (default version)")
-@router.post("/models/{name}/versions/{version}/infer", summary="Infer")
+@router.post(
+    "/models/{name}/infer", summary="Infer (default version)", openapi_extra=INFER_BODY_DOC
+)
+@router.post(
+    "/models/{name}/versions/{version}/infer", summary="Infer", openapi_extra=INFER_BODY_DOC
+)
 async def infer(
     name: str, request: Request, engine: EngineDep, version: str | None = None
 ) -> Response:
@@ -60,6 +89,7 @@ async def infer(
         version=version,
         body=body,
         header_length=request.headers.get(HEADER_LENGTH),
+        content_encoding=request.headers.get("content-encoding"),
         owner=owner_of(request),
     )
     headers = None

@@ -1,9 +1,9 @@
-"""Open Inference Protocol tensors on the wire: JSON tensors and the binary tensor extension.
+"""Open Inference Protocol requests: JSON tensors and binary tensors, checked against specs.
 
 A request body is a JSON header, optionally followed by raw little-endian tensor bytes in
 the order the inputs are listed (`Inference-Header-Content-Length` gives the header size,
 `parameters.binary_data_size` each input's share). Binary inputs become `np.frombuffer`
-views of the body: no copy. Responses mirror the framing for outputs asked for as binary.
+views of the body: no copy. `service.v2.framing` frames the answers the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.codecs import dump_json, require_object
+from service.codecs import require_object
 from service.errors import InvalidInputError
 
 
@@ -81,33 +81,6 @@ class OutputTensor:
     datatype: Datatype
     array: np.ndarray[Any, Any]
     binary: bool
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedResponse:
-    """The answer's bytes; `header_length` is set when binary tensors follow the JSON."""
-
-    body: bytes
-    header_length: int | None
-
-    @property
-    def content_type(self) -> str:
-        """What Triton sends: octet-stream once raw bytes follow the header."""
-        return "application/json" if self.header_length is None else "application/octet-stream"
-
-
-def parse_header_length(raw: str | None, body_size: int) -> int | None:
-    """The `Inference-Header-Content-Length` value, checked against the body."""
-    if raw is None:
-        return None
-    if not raw.strip().isdigit():
-        raise InvalidInputError(f"Inference-Header-Content-Length must be an integer, got {raw!r}")
-    length = int(raw)
-    if not 0 < length <= body_size:
-        raise InvalidInputError(
-            f"Inference-Header-Content-Length {length} is outside the body of {body_size} bytes"
-        )
-    return length
 
 
 def decode_request(
@@ -281,26 +254,3 @@ def _requested_outputs(raw: Any, specs: Mapping[str, TensorSpec]) -> list[Reques
         binary = _flag(parameters, "binary_data", f"output {name!r} parameters")
         requested.append(RequestedOutput(name, binary if "binary_data" in parameters else None))
     return requested
-
-
-def encode_response(header: dict[str, Any], outputs: list[OutputTensor]) -> EncodedResponse:
-    """The JSON answer, with binary outputs' bytes appended after it in output order."""
-    rendered: list[dict[str, Any]] = []
-    chunks: list[bytes] = []
-    for out in outputs:
-        array = np.ascontiguousarray(out.array, NUMPY_DTYPES[out.datatype])
-        tensor: dict[str, Any] = {
-            "name": out.name,
-            "datatype": out.datatype.value,
-            "shape": list(array.shape),
-        }
-        if out.binary:
-            chunks.append(array.tobytes())
-            tensor["parameters"] = {"binary_data_size": array.nbytes}
-        else:
-            tensor["data"] = array.ravel()
-        rendered.append(tensor)
-    head = dump_json({**header, "outputs": rendered})
-    if not chunks:
-        return EncodedResponse(head, None)
-    return EncodedResponse(b"".join([head, *chunks]), len(head))

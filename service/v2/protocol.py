@@ -7,17 +7,24 @@ from typing import Any
 from service.engine import Engine
 from service.errors import InvalidInputError, NotReadyError
 from service.repository import LoadedModel
-from service.v2.codec import EncodedResponse, decode_request, encode_response, parse_header_length
+from service.v2.codec import decode_request
 from service.v2.contract import contract_specs, model_metadata, select_outputs, to_arrays, to_batch
+from service.v2.framing import (
+    EncodedResponse,
+    decompress,
+    encode_response,
+    parse_header_length,
+)
+from service.v2.sequences import parse_sequence_control, run_sequence_step
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "sequence", "sequence(string_id)"]
 
 
 def parse_version(raw: str | None) -> int | None:
     """A version path segment: a positive integer, or None for the default version."""
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise InvalidInputError(f"model version must be a positive integer, got {raw!r}")
     return int(raw)
 
@@ -52,11 +59,13 @@ async def infer(
     version: str | None,
     body: bytes,
     header_length: str | None,
+    content_encoding: str | None,
     owner: str | None,
 ) -> EncodedResponse:
-    """Decode, check, batch with every other request for the model, and encode the answer."""
+    """Decode, check, run (batched with every other request, or as a sequence step), encode."""
     model = ready_model(engine, name, version)
     specs = contract_specs(model.card)
+    body = decompress(body, content_encoding, limit_bytes=engine.settings.max_body_bytes)
     request = decode_request(
         body,
         parse_header_length(header_length, len(body)),
@@ -64,8 +73,19 @@ async def infer(
         outputs=specs.outputs,
     )
     batch = to_batch(request, model.card, engine.limits)
-    results = await engine.workers(model).predict.submit(batch.sequences, batch.states)
-    arrays = to_arrays(model.card, batch, results)
+    control = parse_sequence_control(request.parameters)
+    if control is None:
+        results = await engine.workers(model).predict.submit(batch.sequences, batch.states)
+        arrays = to_arrays(model.card, batch, results)
+    else:
+        arrays = await run_sequence_step(
+            engine,
+            model=model,
+            pinned=version not in (None, ""),
+            batch=batch,
+            control=control,
+            owner=owner,
+        )
     header: dict[str, Any] = {"model_name": model.name, "model_version": str(model.version)}
     if request.id is not None:
         header["id"] = request.id
