@@ -14,7 +14,7 @@ from service.errors import NotReadyError
 from service.metrics import Metrics
 from service.predict import parse_predict_request, render_predict_response
 from service.repository import LoadedModel, Repository
-from service.sessions import SessionManager, open_store
+from service.sessions import SessionManager, log_sessions_on_exit, open_store
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,15 +110,16 @@ class Engine:
         return ModelWorkers(executor, predict, step)
 
     async def stop(self) -> None:
-        """Finish queued work, then release the worker threads."""
-        if self._sessions is not None:
-            await self._sessions.stop()
-            self._sessions = None
+        """Finish queued work (steps still write their state), then close the session store."""
         for workers in self._workers.values():
             await workers.predict.stop()
             await workers.step.stop()
             workers.executor.shutdown(wait=True)
         self._workers.clear()
+        if self._sessions is not None:
+            await log_sessions_on_exit(self._sessions.store)
+            await self._sessions.stop()
+            self._sessions = None
 
     def workers(self, model: LoadedModel) -> ModelWorkers:
         """The batchers of a ready model version."""

@@ -68,6 +68,12 @@ class Metrics:
         self.store_up = Gauge(
             "rnnserve_session_store_up", "1 when the session store answers, else 0", registry=r
         )
+        self.store_round_trip_commands = Histogram(
+            "rnnserve_session_store_round_trip_commands",
+            "Commands per round trip to the session store (a Redis pipeline); _count: round trips",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.model_ready = Gauge(
             "rnnserve_model_ready",
             "1 when the model version serves, else 0",

@@ -12,8 +12,9 @@ from service.engine import Engine
 from service.errors import LimitExceededError
 
 
-def get_engine(request: Request) -> Engine:
-    """The app's engine, built in the lifespan."""
+async def get_engine(request: Request) -> Engine:
+    """The app's engine, built in the lifespan. Async on purpose: FastAPI runs a plain `def`
+    dependency in a worker thread, and that hop costs more than a whole streaming step."""
     engine: Engine = request.app.state.engine
     return engine
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from service.api.deps import EngineDep, json_response
+from service.engine import Engine
+from service.errors import StoreUnavailableError
 from service.repository import ModelStatus
 
 router = APIRouter(tags=["ops"])
@@ -26,7 +30,22 @@ async def ready(engine: EngineDep) -> Response:
     entries = engine.repository.entries()
     models = {f"{e.name}/{e.version}": e.status.value for e in entries}
     unavailable = sum(e.status is ModelStatus.UNAVAILABLE for e in entries)
-    return json_response({"status": "ready", "models": models, "unavailable": unavailable})
+    body: dict[str, Any] = {"status": "ready", "models": models, "unavailable": unavailable}
+    # predict never needs the store: a store that is down degrades sessions, not readiness
+    body["session_store"] = await store_health(engine)
+    return json_response(body)
+
+
+async def store_health(engine: Engine) -> dict[str, str]:
+    """`{"kind", "status": "up" | "degraded"[, "reason"]}`, and the store_up gauge to match."""
+    kind = engine.settings.session_store.partition(":")[0]
+    try:
+        await engine.sessions.store.ping()
+    except StoreUnavailableError as exc:
+        engine.metrics.store_up.set(0)
+        return {"kind": kind, "status": "degraded", "reason": exc.message}
+    engine.metrics.store_up.set(1)
+    return {"kind": kind, "status": "up"}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

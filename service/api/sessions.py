@@ -23,6 +23,7 @@ from service.sessions.wire import (
 
 router = APIRouter(tags=["sessions"])
 
+
 STEP_EXAMPLE = {"seq": 0, "inputs": [[0.5, -1.0, 0.25, 2.0]]}
 
 
@@ -76,6 +77,13 @@ class SessionStateAnswer(BaseModel):
     state: StateDoc
 
 
+def optional_body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` for a route whose JSON body may be left out."""
+    doc = body_doc(model, {})
+    doc["requestBody"]["required"] = False
+    return doc
+
+
 async def optional_json(request: Request, engine: Engine) -> Any:
     """The parsed body, or None when the request has none."""
     body = await read_body(request, engine.settings.max_body_bytes)
@@ -88,7 +96,7 @@ async def optional_json(request: Request, engine: Engine) -> Any:
     status_code=201,
     response_model=SessionAnswer,
     responses=error_docs(400, 404, 429, 503),
-    openapi_extra=body_doc(OpenSessionBody, {}),
+    openapi_extra=optional_body_doc(OpenSessionBody),
 )
 async def open_session(
     name: str, request: Request, engine: EngineDep, version: int | None = Query(None, ge=1)
@@ -156,7 +164,7 @@ async def export_session_state(session_id: str, request: Request, engine: Engine
     summary="Reset a session",
     response_model=SessionAnswer,
     responses=error_docs(400, 404, 409, 503),
-    openapi_extra=body_doc(ResetSessionBody, {}),
+    openapi_extra=optional_body_doc(ResetSessionBody),
 )
 async def reset_session(session_id: str, request: Request, engine: EngineDep) -> Response:
     """Back to seq 0 and the initial state, or to `initial_state` if given (it becomes the

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from service.errors import RnnServeError
+import logging
+
+from service.errors import RnnServeError, StoreUnavailableError
 from service.metrics import Metrics
 from service.sessions.manager import SessionManager
 from service.sessions.memory import MemorySessionStore
@@ -12,13 +14,51 @@ from service.settings import Settings
 
 __all__ = ["MemorySessionStore", "SessionManager", "SessionRecord", "SessionStore", "open_store"]
 
+log = logging.getLogger(__name__)
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
 
 def open_store(settings: Settings, metrics: Metrics) -> SessionStore:
-    """The store named by `settings.session_store`."""
+    """The store named by `settings.session_store`: `memory`, or a Redis URL."""
     if settings.session_store == "memory":
         return MemorySessionStore(
             max_sessions=settings.max_sessions,
             max_sessions_per_owner=settings.max_sessions_per_key,
             metrics=metrics,
         )
-    raise RnnServeError(f"unknown session store {settings.session_store!r}; use 'memory'")
+    if settings.session_store.startswith(REDIS_SCHEMES):
+        # imported here: the redis package is the optional [redis] extra
+        from service.sessions.redis_store import redis_store_from
+
+        return redis_store_from(
+            settings.session_store,
+            max_sessions=settings.max_sessions,
+            max_sessions_per_owner=settings.max_sessions_per_key,
+            timeout_s=settings.store_timeout_s,
+            metrics=metrics,
+        )
+    raise RnnServeError(
+        f"unknown session store {settings.session_store!r}; use 'memory' or redis://host:port/db"
+    )
+
+
+async def log_sessions_on_exit(store: SessionStore) -> None:
+    """Say at shutdown what becomes of the sessions: lost with this process, or kept in Redis."""
+    try:
+        live: int | str = await store.count()
+    except StoreUnavailableError:
+        live = "unknown: the store does not answer"
+    if isinstance(store, MemorySessionStore):
+        log.log(
+            logging.WARNING if live else logging.INFO,
+            "shutting down: %s in-memory sessions are lost (the memory store lives in this "
+            "process; RNNSERVE_SESSION_STORE=redis://... keeps sessions across restarts)",
+            live,
+        )
+    else:
+        log.info(
+            "shutting down: sessions are kept in the shared store (%s live) and continue "
+            "on any replica",
+            live,
+        )

@@ -24,7 +24,7 @@ from service.errors import (
 )
 from service.repository import LoadedModel
 from service.runtime import FloatArray, IntArray, RecurrentState
-from service.sessions.record import SessionRecord, frozen_state, new_session_id
+from service.sessions.record import SessionRecord, advanced, frozen_state, new_session_id
 from service.sessions.store import SessionStore
 from service.sessions.wire import digest_of
 
@@ -56,6 +56,15 @@ class SessionManager:
         self._models: dict[tuple[str, int], LoadedModel] = {}
         self._zeros: dict[tuple[str, int], RecurrentState] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        steps = self._metrics.session_steps
+        self._applied = steps.labels("applied")
+        self._replayed = steps.labels("replayed")
+        self._conflicts = steps.labels("conflict")
+
+    @property
+    def store(self) -> SessionStore:
+        """The store behind the sessions (V2 sequence-id aliases live there too)."""
+        return self._store
 
     def start(self) -> None:
         """Start the periodic sweep of expired sessions."""
@@ -77,9 +86,14 @@ class SessionManager:
         """Open a session on a streamable model, version pinned now, state zeros or given."""
         model = self._engine.repository.get(name, version)
         if model.card.bidirectional or not model.card.streamable:
+            why = (
+                "is bidirectional: every output depends on steps that have not arrived yet"
+                if model.card.bidirectional
+                else "is marked not streamable in its card"
+            )
             raise NotStreamableError(
-                f"model {name!r} v{model.version} is bidirectional: every output depends on "
-                "steps that have not arrived yet, so it cannot run step by step; use predict",
+                f"model {name!r} v{model.version} {why}, so it cannot run step by step; "
+                "use predict",
                 detail={"model": name, "version": model.version},
             )
         initial = None
@@ -131,7 +145,7 @@ class SessionManager:
         digest = digest_of(sequence)
         if seq is not None and seq != record.seq:
             if seq == record.last_seq and digest == record.last_digest:
-                self._metrics.session_steps.labels("replayed").inc()
+                self._replayed.inc()
                 return record.last_answer
             raise self._conflict(record, seq)
         return await self._apply(record, model, sequence, digest)
@@ -146,27 +160,28 @@ class SessionManager:
         (result,) = await self._engine.workers(model).step.submit([sequence], record.state)
         next_seq = record.seq + len(sequence)
         answer = dump_json({"session_id": record.session_id, "seq": next_seq, "outputs": result.y})
-        updated = replace(
+        # orjson hands back its 4 KiB working buffer; the record keeps an exact-size copy
+        answer = bytes(memoryview(answer))
+        updated = advanced(
             record,
-            seq=next_seq,
             state=frozen_state(result.state),
-            last_seq=record.seq,
-            last_digest=digest,
-            last_answer=answer,
+            steps=len(sequence),
+            digest=digest,
+            answer=answer,
             expires_at=self._clock() + record.ttl_s,
         )
         if await self._store.compare_and_set(updated, expected_seq=record.seq):
-            self._metrics.session_steps.labels("applied").inc()
+            self._applied.inc()
             return answer
         # lost the race for this seq: the winner's answer is ours too if it did the same steps
         winner = await self.get(record.session_id, record.owner)
         if winner.last_seq == record.seq and winner.last_digest == digest:
-            self._metrics.session_steps.labels("replayed").inc()
+            self._replayed.inc()
             return winner.last_answer
         raise self._conflict(winner, record.seq)
 
     def _conflict(self, record: SessionRecord, seq: int) -> SessionConflictError:
-        self._metrics.session_steps.labels("conflict").inc()
+        self._conflicts.inc()
         if seq == record.last_seq:
             message = f"seq {seq} was already applied with different inputs"
         elif seq < record.seq:

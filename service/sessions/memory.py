@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from service.errors import TooManySessionsError
 from service.metrics import Metrics
 from service.sessions.record import SessionRecord, frozen_record
 
 MIN_RETRY_AFTER_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class AliasEntry:
+    """Where an alias points, and until when."""
+
+    session_id: str
+    expires_at: float
 
 
 class MemorySessionStore:
@@ -31,6 +40,7 @@ class MemorySessionStore:
     ) -> None:
         self._records: dict[str, SessionRecord] = {}
         self._per_owner: dict[str, int] = {}
+        self._aliases: dict[str, AliasEntry] = {}
         self._max_sessions = max_sessions
         self._max_per_owner = max_sessions_per_owner
         self._metrics = metrics
@@ -74,6 +84,23 @@ class MemorySessionStore:
             return False
         self._drop(session_id)
         return True
+
+    async def set_alias(self, alias: str, session_id: str, *, expires_at: float) -> None:
+        """Point `alias` at a session; re-inserted last, so aliases stay in expiry order."""
+        self._sweep_aliases()
+        self._aliases.pop(alias, None)
+        self._aliases[alias] = AliasEntry(session_id, expires_at)
+
+    async def get_alias(self, alias: str) -> str | None:
+        """The session id `alias` names, or None when unset or expired."""
+        entry = self._aliases.get(alias)
+        if entry is None or entry.expires_at <= self._clock():
+            return None
+        return entry.session_id
+
+    async def delete_alias(self, alias: str) -> None:
+        """Forget `alias`."""
+        self._aliases.pop(alias, None)
 
     async def count(self) -> int:
         """Live sessions (expired ones still in the dict are swept first)."""
@@ -123,6 +150,15 @@ class MemorySessionStore:
         if expired:
             self._metrics.session_events.labels("expired").inc(len(expired))
         return len(expired)
+
+    def _sweep_aliases(self) -> None:
+        # amortised on writes: expired aliases sit at the front of the dict
+        now = self._clock()
+        while self._aliases:
+            alias, entry = next(iter(self._aliases.items()))
+            if entry.expires_at > now:
+                break
+            del self._aliases[alias]
 
     def _reject(self, message: str, limit: int) -> None:
         self._metrics.session_events.labels("rejected").inc()

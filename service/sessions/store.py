@@ -45,6 +45,22 @@ class SessionStore(Protocol):
         """Remove the record; False when there was none."""
         ...
 
+    async def set_alias(self, alias: str, session_id: str, *, expires_at: float) -> None:
+        """Name a session by a client's own key (a V2 sequence id) until `expires_at`.
+
+        Replaces any earlier target of `alias`. An alias can outlive its session, so
+        readers check the session with `get`; writers refresh it with the session.
+        """
+        ...
+
+    async def get_alias(self, alias: str) -> str | None:
+        """The session id `alias` names, or None when it is unset or expired."""
+        ...
+
+    async def delete_alias(self, alias: str) -> None:
+        """Forget `alias`; no error when it is unset."""
+        ...
+
     async def count(self) -> int:
         """Live (unexpired) sessions."""
         ...

@@ -1,0 +1,155 @@
+"""WebSocket streaming: many steps over one socket, same sessions and seq rules as REST.
+
+Frames are JSON (text; binary frames holding JSON are accepted too). The client sends
+`{"seq": n, "inputs": [...]}` and gets the body `POST /v1/sessions/{id}/steps` answers.
+Leaving `seq` out applies the steps as the next ones, wherever the session is: handy for
+a single writer, but a resent message is then applied twice, so retrying clients send seq.
+Errors come in-band as `{"error": {"type", "message", "detail"}}`. The socket closes with
+4000 + the HTTP status when the session is gone or cannot be opened (4404, 4400, 4429,
+4503), with 1008 after MAX_MALFORMED_MESSAGES bad messages in a row, and the session
+outlives the socket until its TTL, so a client reconnects and continues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from service.api.errors import status_for
+from service.engine import Engine
+from service.errors import (
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+    RetryLaterError,
+    RnnServeError,
+)
+from service.sessions import SessionManager
+from service.sessions.wire import describe, parse_step_request
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["streaming"])
+
+MAX_MALFORMED_MESSAGES = 10
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
+
+
+def _engine(websocket: WebSocket) -> Engine:
+    engine: Engine = websocket.app.state.engine
+    return engine
+
+
+def _owner(websocket: WebSocket) -> str | None:
+    owner: str | None = websocket.scope.get("state", {}).get("owner")
+    return owner
+
+
+def error_frame(exc: RnnServeError) -> str:
+    """The in-band error message, shaped like the v1 HTTP error body."""
+    error: dict[str, Any] = {"type": exc.type, "message": exc.message, "detail": exc.detail}
+    if isinstance(exc, RetryLaterError):
+        error["retry_after_s"] = exc.retry_after_s
+    return orjson.dumps({"error": error}).decode()
+
+
+def parse_frame(message: Mapping[str, Any]) -> Any:
+    """The JSON inside a text or binary frame."""
+    data = message.get("text")
+    if data is None:
+        data = message.get("bytes") or b""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"message is not valid JSON: {exc}") from None
+
+
+async def _refuse(websocket: WebSocket, exc: RnnServeError) -> None:
+    with contextlib.suppress(WebSocketDisconnect):
+        await websocket.send_text(error_frame(exc))
+        await websocket.close(code=4000 + status_for(exc), reason=exc.type)
+
+
+@router.websocket("/v1/sessions/{session_id}/stream")
+async def stream_session(websocket: WebSocket, session_id: str) -> None:
+    """Stream steps into an existing session (one opened over REST, or a reconnect)."""
+    await websocket.accept()
+    owner = _owner(websocket)
+    try:
+        sessions = _engine(websocket).sessions
+        await sessions.get(session_id, owner)
+    except RnnServeError as exc:
+        await _refuse(websocket, exc)
+        return
+    await _pump(websocket, sessions, session_id, owner)
+
+
+@router.websocket("/v1/models/{name}/stream")
+async def stream_new_session(websocket: WebSocket, name: str) -> None:
+    """Open a session (optional `?version=`), tell the client its id, then stream steps."""
+    await websocket.accept()
+    owner = _owner(websocket)
+    try:
+        raw_version = websocket.query_params.get("version")
+        if raw_version is not None and not (raw_version.isdigit() and int(raw_version) >= 1):
+            raise InvalidInputError("version must be an integer >= 1")
+        sessions = _engine(websocket).sessions
+        version = None if raw_version is None else int(raw_version)
+        record = await sessions.open(name, version, None, owner)
+    except RnnServeError as exc:
+        await _refuse(websocket, exc)
+        return
+    hello = orjson.dumps(describe(record)).decode()
+    await _pump(websocket, sessions, record.session_id, owner, hello=hello)
+
+
+async def _pump(
+    websocket: WebSocket,
+    sessions: SessionManager,
+    session_id: str,
+    owner: str | None,
+    *,
+    hello: str | None = None,
+) -> None:
+    """Send `hello` (if any), then answer step messages in order until the client leaves or
+    the session is gone."""
+    malformed = 0
+    try:
+        if hello is not None:
+            await websocket.send_text(hello)
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            try:
+                step = parse_step_request(parse_frame(message), seq_required=False)
+                answer = await sessions.step(
+                    session_id, seq=step.seq, inputs=step.inputs, owner=owner
+                )
+            except NotFoundError as exc:
+                await _refuse(websocket, exc)
+                return
+            except (InvalidInputError, LimitExceededError) as exc:
+                malformed += 1
+                await websocket.send_text(error_frame(exc))
+                if malformed >= MAX_MALFORMED_MESSAGES:
+                    await websocket.close(CLOSE_POLICY_VIOLATION, "too many malformed messages")
+                    return
+                continue
+            except RnnServeError as exc:
+                await websocket.send_text(error_frame(exc))
+                continue
+            malformed = 0
+            await websocket.send_text(answer.decode())
+    except WebSocketDisconnect:
+        return
+    except Exception:
+        log.exception("stream of session %s failed", session_id)
+        with contextlib.suppress(Exception):
+            await websocket.close(CLOSE_INTERNAL_ERROR, "internal error")
