@@ -90,6 +90,7 @@ class Engine:
             "executor": executor,
             "metrics": self.metrics,
             "max_queue_size": s.max_queue_size,
+            "inline_max_steps": s.inline_max_steps,
         }
         predict = Batcher(
             model.runner,

@@ -8,6 +8,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,12 +40,27 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.access_log_enabled = access_log_enabled
+        # prometheus-client's labels() costs microseconds per call; the label sets are few
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _observe(self, route: str, method: str, status: int, elapsed_s: float) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.metrics.requests.labels(route, method, str(status)),
+                self.metrics.request_seconds.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(elapsed_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get("x-request-id", "")
+        incoming = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), ""
+        )
         request_id = (
             incoming
             if 0 < len(incoming) <= 128 and incoming.isprintable()
@@ -69,8 +85,7 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             if scope["type"] == "http":
                 route, method = _route_template(scope), scope["method"]
-                self.metrics.requests.labels(route, method, str(status)).inc()
-                self.metrics.request_seconds.labels(route, method).observe(elapsed)
+                self._observe(route, method, status, elapsed)
                 if self.access_log_enabled:
                     access_log.info(
                         "%s %s %d",

@@ -38,6 +38,7 @@ class ManualClock:
 def make_batcher(
     runner: ModelRunner,
     *,
+    inline_max_steps: int = 0,
     max_batch_size: int = 8,
     max_delay_ms: float = 0.0,
     max_queue_size: int = 64,
@@ -52,6 +53,7 @@ def make_batcher(
         max_batch_size=max_batch_size,
         max_delay_ms=max_delay_ms,
         max_queue_size=max_queue_size,
+        inline_max_steps=inline_max_steps,
         clock=clock or ManualClock(),
     )
     return batcher, metrics
@@ -72,10 +74,11 @@ def sequence(length: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(length, 2)).astype(np.float32)
 
 
+@pytest.mark.parametrize("inline_max_steps", [0, 1000], ids=["worker-thread", "inline"])
 async def test_jobs_queued_together_run_in_one_call_and_scatter_back(
-    runner: ModelRunner, random_repository: RandomRepository
+    runner: ModelRunner, random_repository: RandomRepository, inline_max_steps: int
 ) -> None:
-    batcher, metrics = make_batcher(runner)
+    batcher, metrics = make_batcher(runner, inline_max_steps=inline_max_steps)
     sequences = [sequence(n, n) for n in (3, 9, 1, 4)]
     tasks = [asyncio.ensure_future(batcher.submit([s])) for s in sequences]
     batcher.start()
@@ -150,8 +153,11 @@ async def test_stop_finishes_queued_jobs_then_refuses_new_ones(runner: ModelRunn
         await batcher.submit([sequence(1, 0)])
 
 
-async def test_a_cancelled_request_does_not_break_its_batch(runner: ModelRunner) -> None:
-    batcher, _ = make_batcher(runner)
+@pytest.mark.parametrize("inline_max_steps", [0, 1000], ids=["worker-thread", "inline"])
+async def test_a_cancelled_request_does_not_break_its_batch(
+    runner: ModelRunner, inline_max_steps: int
+) -> None:
+    batcher, _ = make_batcher(runner, inline_max_steps=inline_max_steps)
     doomed = asyncio.ensure_future(batcher.submit([sequence(2, 0)]))
     kept = asyncio.ensure_future(batcher.submit([sequence(2, 1)]))
     await asyncio.sleep(0)
