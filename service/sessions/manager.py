@@ -12,11 +12,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from service.codecs import dump_json, to_sequence, to_state
 from service.errors import (
+    InvalidInputError,
     NotStreamableError,
     SessionConflictError,
     SessionNotFoundError,
@@ -34,6 +35,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESET_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedStep:
+    """A stored step: the answer bytes, the valid steps' outputs and the record after it."""
+
+    answer: bytes
+    y: FloatArray
+    record: SessionRecord
 
 
 def sweep_interval_s(ttl_s: float) -> float:
@@ -148,7 +158,21 @@ class SessionManager:
                 self._replayed.inc()
                 return record.last_answer
             raise self._conflict(record, seq)
-        return await self._apply(record, model, sequence, digest)
+        return (await self._apply(record, model, sequence, digest)).answer
+
+    async def advance(self, record: SessionRecord, sequence: FloatArray | IntArray) -> AppliedStep:
+        """Apply parsed steps at `record`'s seq, for callers without a step counter (V2).
+
+        `record` comes from `get` (owner checked). Unlike `step` this is not retry-safe: a
+        concurrent step that got there first makes this one a SessionConflictError.
+        """
+        model = self._model(record)
+        expected = (model.card.input_size,) if not model.card.takes_tokens else ()
+        if sequence.shape[1:] != expected or len(sequence) == 0:
+            raise InvalidInputError(
+                f"the session runs {model.name} v{model.version}, whose steps are {list(expected)}"
+            )
+        return await self._apply(record, model, sequence, digest_of(sequence))
 
     async def _apply(
         self,
@@ -156,7 +180,7 @@ class SessionManager:
         model: LoadedModel,
         sequence: FloatArray | IntArray,
         digest: bytes,
-    ) -> bytes:
+    ) -> AppliedStep:
         (result,) = await self._engine.workers(model).step.submit([sequence], record.state)
         next_seq = record.seq + len(sequence)
         answer = dump_json({"session_id": record.session_id, "seq": next_seq, "outputs": result.y})
@@ -172,12 +196,12 @@ class SessionManager:
         )
         if await self._store.compare_and_set(updated, expected_seq=record.seq):
             self._applied.inc()
-            return answer
+            return AppliedStep(answer, result.y, updated)
         # lost the race for this seq: the winner's answer is ours too if it did the same steps
         winner = await self.get(record.session_id, record.owner)
         if winner.last_seq == record.seq and winner.last_digest == digest:
             self._replayed.inc()
-            return winner.last_answer
+            return AppliedStep(winner.last_answer, result.y, winner)
         raise self._conflict(winner, record.seq)
 
     def _conflict(self, record: SessionRecord, seq: int) -> SessionConflictError:

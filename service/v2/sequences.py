@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from service.engine import Engine
 from service.errors import InvalidInputError, SessionNotFoundError
@@ -90,16 +89,14 @@ async def run_sequence_step(
             raise InvalidInputError(
                 f"sequence {control.shown} runs on version {record.version}, not {model.version}"
             )
-    answer = await sessions.step(
-        record.session_id, seq=None, inputs=batch.sequences[0].tolist(), owner=owner
-    )
-    after = await sessions.get(record.session_id, owner)
+    applied = await sessions.advance(record, batch.sequences[0])
     if control.end:
         await sessions.delete(record.session_id, owner)
         await sessions.store.delete_alias(alias)
     else:
-        await sessions.store.set_alias(alias, record.session_id, expires_at=after.expires_at)
-    return _outputs(batch.steps, orjson.loads(answer)["outputs"], after)
+        expires_at = applied.record.expires_at
+        await sessions.store.set_alias(alias, record.session_id, expires_at=expires_at)
+    return _outputs(batch.steps, applied.y, applied.record)
 
 
 async def _restart(
@@ -143,9 +140,8 @@ async def _current(
         raise InvalidInputError(f"{problem} (its session expired or was closed)") from None
 
 
-def _outputs(steps: int, y: list[Any], after: SessionRecord) -> dict[str, FloatArray]:
-    # `y` holds the valid steps only; steps past `seq_lens` stay zero, as in stateless infer
-    valid = np.asarray(y, np.float32)
+def _outputs(steps: int, valid: FloatArray, after: SessionRecord) -> dict[str, FloatArray]:
+    # `valid` holds the valid steps only; steps past `seq_lens` stay zero, as in stateless infer
     out = np.zeros((1, steps, valid.shape[1]), np.float32)
     out[0, : len(valid)] = valid
     arrays = {"y": out, "hn": after.state.h}
