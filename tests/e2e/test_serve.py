@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +143,25 @@ def test_verify_reports_a_tampered_graph(
     )
     assert result.returncode == 1
     assert result.stderr.startswith("error:") and "sha256" in result.stderr
+
+
+def test_a_client_that_disconnects_mid_body_is_logged_without_a_traceback(
+    server_factory: Any, random_repository: RandomRepository
+) -> None:
+
+    server = server_factory(random_repository.path)
+    host, port = server.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /v1/models/gru1/predict HTTP/1.1\r\nHost: x\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"inputs": '
+        )
+    answer = httpx.post(
+        f"{server.base_url}/v1/models/gru1/predict", json={"inputs": [[[0.0, 1.0]]]}
+    )
+    assert answer.status_code == 200
+    deadline = time.monotonic() + 5
+    while "client disconnected" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "client disconnected" in server.log()
+    assert "Traceback" not in server.log() and '"exc"' not in server.log()

@@ -1,0 +1,117 @@
+"""The bar of issue 6, judged from one run's rows: met, missed (by how much), or not measured."""
+
+from __future__ import annotations
+
+from bench.model import HIDDEN_SIZE, NUM_LAYERS
+from bench.report import HANDTUNED, RNNSERVE, TEXTBOOK, Row
+
+RAW_STATE_BYTES = NUM_LAYERS * HIDDEN_SIZE * 4
+
+RAW_STATE_FACTOR = 2.0
+COLD_START_S = 2.0
+
+
+def _find(rows: list[Row], scenario: str, server: str, protocol: str | None = None) -> Row | None:
+    for row in rows:
+        same = row.scenario == scenario and row.server == server and row.status == "ok"
+        if same and (protocol is None or row.protocol == protocol):
+            return row
+    return None
+
+
+def _short(ratio: float, target: float) -> str:
+    return f"MISSED (reaches {100 * ratio / target:.0f}% of the bar)"
+
+
+def _ratio_bar(label: str, ours: Row | None, ref: Row | None, target: float) -> str:
+    if ours is None or ref is None or not ours.value or not ref.value:
+        return f"{label} >= {target}x hand-tuned: not measured in this run"
+    ratio = ours.value / ref.value
+    verdict = "met" if ratio >= target else _short(ratio, target)
+    return (
+        f"{label} >= {target}x hand-tuned: {ratio:.2f}x "
+        f"({ours.value:,.0f} vs {ref.value:,.0f} {ours.unit}) — {verdict}"
+    )
+
+
+def _predict_bars(rows: list[Row]) -> list[str]:
+    ours = _find(rows, "predict_c32", RNNSERVE, "v1 JSON")
+    tuned = _find(rows, "predict_c32", HANDTUNED)
+    textbook = _find(rows, "predict_c32", TEXTBOOK)
+    lines = [_ratio_bar("predict v1 JSON c=32", ours, tuned, 1.5)]
+    if ours and textbook and textbook.value and ours.value:
+        ratio = ours.value / textbook.value
+        verdict = "met" if ratio >= 4 else _short(ratio, 4.0)
+        lines.append(f"predict v1 JSON c=32 >= 4x textbook: {ratio:.2f}x — {verdict}")
+    if ours and tuned and ours.p99_ms is not None and tuned.p99_ms is not None:
+        verdict = (
+            "met"
+            if ours.p99_ms <= tuned.p99_ms
+            else f"MISSED: {ours.p99_ms / tuned.p99_ms:.2f}x the hand-tuned p99"
+        )
+        lines.append(
+            f"predict c=32 p99 no worse than hand-tuned: {ours.p99_ms:.2f} ms vs "
+            f"{tuned.p99_ms:.2f} ms — {verdict}"
+        )
+    else:
+        lines.append("predict c=32 p99 no worse than hand-tuned: not measured in this run")
+    return lines
+
+
+def _stream_bars(rows: list[Row]) -> list[str]:
+    tuned_rest = _find(rows, "streams64_rest", HANDTUNED)
+    lines = [
+        _ratio_bar(
+            "64 streams over REST", _find(rows, "streams64_rest", RNNSERVE), tuned_rest, 1.3
+        ),
+        _ratio_bar(
+            "64 streams over the WebSocket (vs hand-tuned per-step REST)",
+            _find(rows, "streams64_ws", RNNSERVE),
+            tuned_rest,
+            4.0,
+        ),
+    ]
+    large = _find(rows, "streams1024_ws", RNNSERVE)
+    if large is None:
+        lines.append("1024 WebSocket streams, no errors: not measured in this run")
+    else:
+        batch = f"{large.batch_mean:.1f}" if large.batch_mean is not None else "not reported"
+        verdict = "met" if large.errors == 0 and large.batch_mean is not None else "MISSED"
+        lines.append(
+            f"1024 WebSocket streams: {large.value:,.0f} steps/s, mean step batch {batch}, "
+            f"{large.errors} errors — {verdict}"
+        )
+    return lines
+
+
+def _ops_bars(rows: list[Row]) -> list[str]:
+    lines = []
+    memory = _find(rows, "memory_100k", RNNSERVE)
+    if memory is None or memory.value is None:
+        lines.append("memory per session at 100k <= 2x raw state: not measured in this run")
+    else:
+        raw = float(RAW_STATE_BYTES)
+        factor = memory.value / raw
+        verdict = (
+            "met"
+            if factor <= RAW_STATE_FACTOR
+            else f"MISSED by {memory.value - RAW_STATE_FACTOR * raw:,.0f} B per session"
+        )
+        lines.append(
+            f"memory per session at 100k <= 2x raw state: {memory.value:,.0f} B = "
+            f"{factor:.2f}x raw ({raw:.0f} B) — {verdict}"
+        )
+    cold = _find(rows, "cold_start", RNNSERVE, "demo repository")
+    if cold is None or cold.value is None:
+        lines.append("cold start <= 2 s for the demo repository: not measured in this run")
+    else:
+        verdict = (
+            "met" if cold.value <= COLD_START_S else f"MISSED by {cold.value - COLD_START_S:.2f} s"
+        )
+        lines.append(f"cold start <= 2 s for the demo repository: {cold.value:.2f} s — {verdict}")
+    return lines
+
+
+def judge(rows: list[Row]) -> list[str]:
+    """One line per bar of issue 6."""
+    return [*_predict_bars(rows), *_stream_bars(rows), *_ops_bars(rows)]
