@@ -14,7 +14,8 @@ from service.settings import LogFormat
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# uvicorn adds an ANSI-coloured copy of its message; JSON readers want the plain one only
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
