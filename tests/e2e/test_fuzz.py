@@ -1,0 +1,41 @@
+"""Schemathesis fuzzes every route of the OpenAPI document: no input may cause a 5xx."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests.conftest import DEMO_REPOSITORY, ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SCHEMATHESIS = shutil.which("st", path=str(ROOT / ".venv" / "bin")) or "st"
+
+
+def test_no_generated_request_gets_a_server_error(server_factory: Any) -> None:
+    server = server_factory(DEMO_REPOSITORY)
+    result = subprocess.run(
+        [
+            SCHEMATHESIS,
+            "run",
+            f"{server.base_url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--workers",
+            "1",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "passed" in result.stdout
+    assert '"level":"error"' not in server.log()
