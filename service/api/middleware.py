@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import logging
-import secrets
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -40,6 +41,10 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.access_log_enabled = access_log_enabled
+        # ids only need to be unique, not secret: a random per-process prefix and a counter
+        # cost far less than a fresh random token per request (2% of CPU in the benchmark)
+        self._id_prefix = os.urandom(4).hex() + "-"
+        self._ids = itertools.count(1)
         # prometheus-client's labels() costs microseconds per call; the label sets are few
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -64,7 +69,7 @@ class RequestContextMiddleware:
         request_id = (
             incoming
             if 0 < len(incoming) <= 128 and incoming.isprintable()
-            else secrets.token_hex(8)
+            else f"{self._id_prefix}{next(self._ids):x}"
         )
         token = request_id_var.set(request_id)
         # the 500 handler runs outside this middleware, after the context variable is reset
