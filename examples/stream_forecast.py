@@ -3,7 +3,7 @@
     python examples/stream_forecast.py [--url http://127.0.0.1:8000] [--model co2-forecaster]
                                        [--csv values.csv]
 
-The server keeps the LSTM's hidden state between calls, so each request carries only the
+The server keeps the recurrent hidden state between calls, so each request carries only the
 newest value. Every step is sent with its `seq`; when a request times out the client simply
 sends the same request again: the server answers a repeated step from its record instead of
 applying it twice. Needs only httpx. Default data: Mauna Loa monthly mean CO2 (ppm),
