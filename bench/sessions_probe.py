@@ -34,28 +34,15 @@ import numpy as np
 import orjson
 import websockets
 
+from bench.model import HIDDEN_SIZE, INPUT_SIZE, MODEL_NAME, NUM_LAYERS, export_bench_model
+
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = "probe-rnn"
-INPUT_SIZE, HIDDEN_SIZE, NUM_LAYERS, OUTPUT_SIZE = 32, 128, 2, 8
 STATE_BYTES = NUM_LAYERS * HIDDEN_SIZE * 4
 
 
 def export_model(repository: Path) -> None:
-    """The benchmark-shaped model through the real exporter."""
-    import torch
-
-    from export.api import export_module
-    from export.architectures import RecurrentModel
-
-    torch.manual_seed(0)
-    module = RecurrentModel(
-        cell="rnn",
-        input_size=INPUT_SIZE,
-        hidden_size=HIDDEN_SIZE,
-        num_layers=NUM_LAYERS,
-        output_size=OUTPUT_SIZE,
-    ).eval()
-    export_module(module, name=MODEL, repository=repository)
+    """The benchmark model through the real exporter."""
+    export_bench_model(repository)
 
 
 def step_bodies(count: int = 16) -> list[bytes]:
@@ -136,7 +123,7 @@ def start_server(
     """rnnserve (or bench's hand-tuned FastAPI baseline) on a free port, pinned to `cpu`."""
     port = free_port()
     if baseline:
-        model = repository / MODEL / "1" / "model.onnx"
+        model = repository / MODEL_NAME / "1" / "model.onnx"
         command = [sys.executable, "-m", "bench.baselines.handtuned", "--model", str(model)]
         command += ["--port", str(port)]
     else:
@@ -172,7 +159,7 @@ async def open_sessions(port: int, count: int, concurrency: int = 64) -> list[st
 
     async def worker(client: RawHttp, share: int) -> None:
         for _ in range(share):
-            status, body = await client.request("POST", f"/v1/models/{MODEL}/sessions")
+            status, body = await client.request("POST", f"/v1/models/{MODEL_NAME}/sessions")
             assert status == 201, body
             ids.append(orjson.loads(body)["session_id"])
 
@@ -300,7 +287,7 @@ async def traced_bytes_per_session(repository: Path, count: int) -> float:
         before = tracemalloc.get_traced_memory()[0]
         for start in range(0, count, 256):
             records = [
-                await engine.sessions.open(MODEL, None, None, None)
+                await engine.sessions.open(MODEL_NAME, None, None, None)
                 for _ in range(min(256, count - start))
             ]
             await asyncio.gather(

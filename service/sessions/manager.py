@@ -106,9 +106,7 @@ class SessionManager:
                 "use predict",
                 detail={"model": name, "version": model.version},
             )
-        initial = None
-        if initial_state is not None:
-            initial = frozen_state(to_state(initial_state, model.card, where="initial_state"))
+        initial = self._parse_initial(model, initial_state, None)
         now = self._clock()
         record = SessionRecord(
             session_id=new_session_id(),
@@ -221,9 +219,7 @@ class SessionManager:
         for _ in range(RESET_ATTEMPTS):
             record = await self.get(session_id, owner)
             model = self._model(record)
-            initial = record.initial
-            if initial_state is not None:
-                initial = frozen_state(to_state(initial_state, model.card, where="initial_state"))
+            initial = self._parse_initial(model, initial_state, record.initial)
             updated = replace(
                 record,
                 seq=0,
@@ -249,6 +245,14 @@ class SessionManager:
             raise SessionNotFoundError("session not found", detail={"session_id": session_id})
         self._metrics.session_events.labels("closed").inc()
         self._metrics.live_sessions.dec()
+
+    def _parse_initial(
+        self, model: LoadedModel, raw: Any, default: RecurrentState | None
+    ) -> RecurrentState | None:
+        """A client's initial state as a frozen record value; `default` when none is sent."""
+        if raw is None:
+            return default
+        return frozen_state(to_state(raw, model.card, where="initial_state"))
 
     def _model(self, record: SessionRecord) -> LoadedModel:
         key = (record.model, record.version)
