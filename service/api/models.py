@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from service.api.deps import EngineDep, json_response, read_json
+from service.api.lean import VERSION_QUERY, engine_of, lean_post, path_parameters, query_version
 from service.api.schemas import PredictAnswer, PredictBody, body_doc, error_docs
 from service.card import ModelCard
 from service.repository import ModelEntry
@@ -73,19 +74,23 @@ async def describe_model(
     return json_response(info)
 
 
-@router.post(
+@lean_post(
+    router,
     "/{name}/predict",
     summary="Predict a batch of variable-length sequences",
     response_model=PredictAnswer,
-    responses=error_docs(400, 404, 413, 429, 503),
-    openapi_extra=body_doc(PredictBody, PREDICT_EXAMPLE),
+    responses=error_docs(400, 404, 413, 422, 429, 503),
+    openapi_extra={
+        **body_doc(PredictBody, PREDICT_EXAMPLE),
+        "parameters": [*path_parameters("name"), VERSION_QUERY],
+    },
 )
-async def predict(
-    name: str, request: Request, engine: EngineDep, version: int | None = Query(None, ge=1)
-) -> Response:
+async def predict(request: Request) -> Response:
     """Runs each sequence from its own initial state (zeros by default) to its own end.
 
     Concurrent requests are batched together; answers equal running each one alone.
     """
+    engine = engine_of(request)
     payload = await read_json(request, engine)
-    return json_response(await engine.predict(name, version, payload))
+    name = request.path_params["name"]
+    return json_response(await engine.predict(name, query_version(request), payload))

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from service.api.deps import EngineDep, json_response, owner_of, read_body
+from service.api.lean import engine_of, lean_post, path_parameters
 from service.api.schemas import StateDoc, Step, body_doc, error_docs
 from service.codecs import parse_json
 from service.engine import Engine
@@ -115,23 +116,28 @@ async def open_session(
     return json_response(describe(record), 201, location)
 
 
-@router.post(
+@lean_post(
+    router,
     "/v1/sessions/{session_id}/steps",
     summary="Run k >= 1 steps of a session",
     response_model=StepAnswer,
     responses=error_docs(400, 404, 409, 413, 429, 503),
-    openapi_extra=body_doc(StepBody, STEP_EXAMPLE),
+    openapi_extra={
+        **body_doc(StepBody, STEP_EXAMPLE),
+        "parameters": path_parameters("session_id"),
+    },
 )
-async def step_session(session_id: str, request: Request, engine: EngineDep) -> Response:
+async def step_session(request: Request) -> Response:
     """`seq` is the index of the first step sent; the answer's `seq` is the next expected one.
 
     Retrying the last request (same seq, same inputs) returns the same bytes and does not
     advance; any other seq is 409 with `detail.expected_seq`.
     """
+    engine = engine_of(request)
     payload = parse_json(await read_body(request, engine.settings.max_body_bytes))
     step = parse_step_request(payload, seq_required=True)
     answer = await engine.sessions.step(
-        session_id, seq=step.seq, inputs=step.inputs, owner=owner_of(request)
+        request.path_params["session_id"], seq=step.seq, inputs=step.inputs, owner=owner_of(request)
     )
     return Response(answer, media_type="application/json")
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.api.deps import EngineDep, json_response, owner_of, read_body
+from service.api.lean import engine_of, lean_post, path_parameters
 from service.v2 import protocol
 
 router = APIRouter(prefix="/v2", tags=["v2"])
@@ -72,21 +73,26 @@ async def model_ready(name: str, engine: EngineDep, version: str | None = None) 
     return json_response({"name": model.name, "version": str(model.version), "ready": True})
 
 
-@router.post(
-    "/models/{name}/infer", summary="Infer (default version)", openapi_extra=INFER_BODY_DOC
+@lean_post(
+    router,
+    "/models/{name}/infer",
+    summary="Infer (default version)",
+    openapi_extra={**INFER_BODY_DOC, "parameters": path_parameters("name")},
 )
-@router.post(
-    "/models/{name}/versions/{version}/infer", summary="Infer", openapi_extra=INFER_BODY_DOC
+@lean_post(
+    router,
+    "/models/{name}/versions/{version}/infer",
+    summary="Infer",
+    openapi_extra={**INFER_BODY_DOC, "parameters": path_parameters("name", "version")},
 )
-async def infer(
-    name: str, request: Request, engine: EngineDep, version: str | None = None
-) -> Response:
+async def infer(request: Request) -> Response:
     """JSON tensors or the binary tensor extension; batched with v1 predicts of the model."""
+    engine = engine_of(request)
     body = await read_body(request, engine.settings.max_body_bytes)
     answer = await protocol.infer(
         engine,
-        name=name,
-        version=version,
+        name=request.path_params["name"],
+        version=request.path_params.get("version"),
         body=body,
         header_length=request.headers.get(HEADER_LENGTH),
         content_encoding=request.headers.get("content-encoding"),
