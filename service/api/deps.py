@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from service.codecs import dump_json, parse_json
@@ -12,19 +13,24 @@ from service.engine import Engine
 from service.errors import LimitExceededError
 
 
-async def get_engine(request: Request) -> Engine:
-    """The app's engine, built in the lifespan. Async on purpose: FastAPI runs a plain `def`
-    dependency in a worker thread, and that hop costs more than a whole streaming step."""
-    engine: Engine = request.app.state.engine
+def engine_of(connection: HTTPConnection) -> Engine:
+    """The app's engine, built in the lifespan (requests and WebSockets alike)."""
+    engine: Engine = connection.app.state.engine
     return engine
+
+
+async def get_engine(request: Request) -> Engine:
+    """`engine_of` as a dependency. Async on purpose: FastAPI runs a plain `def` dependency in
+    a worker thread, and that hop costs more than a whole streaming step."""
+    return engine_of(request)
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 
 
-def owner_of(request: Request) -> str | None:
+def owner_of(connection: HTTPConnection) -> str | None:
     """The API key fingerprint set by ApiKeyMiddleware, or None when keys are off."""
-    owner: str | None = request.scope.get("state", {}).get("owner")
+    owner: str | None = connection.scope.get("state", {}).get("owner")
     return owner
 
 

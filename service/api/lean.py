@@ -18,8 +18,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, APIRouter
 from starlette.responses import Response
 
-from service.engine import Engine
-
 LeanEndpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -33,12 +31,6 @@ class LeanRoute(APIRoute):
             return await endpoint(request)
 
         return handle
-
-
-def engine_of(request: Request) -> Engine:
-    """The app's engine, built in the lifespan."""
-    engine: Engine = request.app.state.engine
-    return engine
 
 
 def query_version(request: Request) -> int | None:

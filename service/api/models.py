@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from service.api.deps import EngineDep, json_response, read_json
-from service.api.lean import VERSION_QUERY, engine_of, lean_post, path_parameters, query_version
+from service.api.deps import EngineDep, engine_of, json_response, read_json
+from service.api.lean import VERSION_QUERY, lean_post, path_parameters, query_version
 from service.api.schemas import PredictAnswer, PredictBody, body_doc, error_docs
 from service.card import ModelCard
 from service.repository import ModelEntry

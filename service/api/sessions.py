@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from service.api.deps import EngineDep, json_response, owner_of, read_body
-from service.api.lean import engine_of, lean_post, path_parameters
+from service.api.deps import EngineDep, engine_of, json_response, owner_of, read_body
+from service.api.lean import lean_post, path_parameters
 from service.api.schemas import StateDoc, Step, body_doc, error_docs
 from service.codecs import parse_json
 from service.engine import Engine

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from service.api.deps import engine_of, owner_of
 from service.api.errors import status_for
-from service.engine import Engine
 from service.errors import (
     InvalidInputError,
     LimitExceededError,
@@ -39,16 +39,6 @@ router = APIRouter(tags=["streaming"])
 MAX_MALFORMED_MESSAGES = 10
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
-
-
-def _engine(websocket: WebSocket) -> Engine:
-    engine: Engine = websocket.app.state.engine
-    return engine
-
-
-def _owner(websocket: WebSocket) -> str | None:
-    owner: str | None = websocket.scope.get("state", {}).get("owner")
-    return owner
 
 
 def error_frame(exc: RnnServeError) -> str:
@@ -80,9 +70,9 @@ async def _refuse(websocket: WebSocket, exc: RnnServeError) -> None:
 async def stream_session(websocket: WebSocket, session_id: str) -> None:
     """Stream steps into an existing session (one opened over REST, or a reconnect)."""
     await websocket.accept()
-    owner = _owner(websocket)
+    owner = owner_of(websocket)
     try:
-        sessions = _engine(websocket).sessions
+        sessions = engine_of(websocket).sessions
         await sessions.get(session_id, owner)
     except RnnServeError as exc:
         await _refuse(websocket, exc)
@@ -94,12 +84,12 @@ async def stream_session(websocket: WebSocket, session_id: str) -> None:
 async def stream_new_session(websocket: WebSocket, name: str) -> None:
     """Open a session (optional `?version=`), tell the client its id, then stream steps."""
     await websocket.accept()
-    owner = _owner(websocket)
+    owner = owner_of(websocket)
     try:
         raw_version = websocket.query_params.get("version")
         if raw_version is not None and not (raw_version.isdigit() and int(raw_version) >= 1):
             raise InvalidInputError("version must be an integer >= 1")
-        sessions = _engine(websocket).sessions
+        sessions = engine_of(websocket).sessions
         version = None if raw_version is None else int(raw_version)
         record = await sessions.open(name, version, None, owner)
     except RnnServeError as exc:

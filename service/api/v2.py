@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api.deps import EngineDep, json_response, owner_of, read_body
-from service.api.lean import engine_of, lean_post, path_parameters
+from service.api.deps import EngineDep, engine_of, json_response, owner_of, read_body
+from service.api.lean import lean_post, path_parameters
 from service.v2 import protocol
 
 router = APIRouter(prefix="/v2", tags=["v2"])
