@@ -60,3 +60,21 @@ def assert_close(actual: Any, expected: np.ndarray) -> None:
     assert got.shape == expected.shape, (got.shape, expected.shape)
     tolerance = 1e-5 * np.maximum(1.0, np.abs(expected))
     assert np.all(np.abs(got - expected) <= tolerance), float(np.max(np.abs(got - expected)))
+
+
+def random_inputs(
+    card: dict[str, Any], shape: tuple[int, ...], rng: np.random.Generator
+) -> np.ndarray:
+    """Valid inputs of leading shape `shape` ((steps,) or (batch, steps)): int64 token ids, or
+    float32 features [..., input_size].
+
+    Features are drawn around the card's input normalisation when it has one, so demo models
+    see values like their real data: far outside it (0 ppm for the CO2 model) the baked-in
+    de-normalisation magnifies float32 rounding past the relative tolerance.
+    """
+    if card.get("vocab_size"):
+        return rng.integers(0, card["vocab_size"], shape).astype(np.int64)
+    features = rng.normal(size=(*shape, card["input_size"]))
+    if norm := card.get("normalization"):
+        features = np.asarray(norm["input_mean"]) + features * np.asarray(norm["input_std"])
+    return features.astype(np.float32)

@@ -10,13 +10,7 @@ import pytest
 
 from tests.conftest import RANDOM_MODELS, RandomRepository, app_client, cpu_settings
 from tests.reference import assert_close, card_of, run_alone
-
-
-def random_sequence(card: dict, length: int, rng: np.random.Generator) -> list:
-    """A valid sequence for the model: token ids or float features."""
-    if card.get("vocab_size"):
-        return rng.integers(0, card["vocab_size"], length).tolist()
-    return rng.normal(size=(length, card["input_size"])).astype(np.float32).tolist()
+from tests.sessions.harness import random_steps
 
 
 def random_state(card: dict, rng: np.random.Generator) -> dict:
@@ -33,7 +27,7 @@ async def test_predict_with_mixed_lengths_equals_each_sequence_run_alone(
     version_dir = random_repository.path / name / "1"
     card = card_of(version_dir)
     rng = np.random.default_rng(7)
-    sequences = [random_sequence(card, n, rng) for n in (5, 1, 17, 3)]
+    sequences = [random_steps(card, n, rng) for n in (5, 1, 17, 3)]
     states = [random_state(card, rng) for _ in sequences]
     response = await client.post(
         f"/v1/models/{name}/predict",
@@ -57,7 +51,7 @@ async def test_last_output_is_each_sequences_own_last_step_not_the_padded_end(
 ) -> None:
     version_dir = random_repository.path / "rnn-feat" / "1"
     rng = np.random.default_rng(1)
-    sequences = [random_sequence(card_of(version_dir), n, rng) for n in (9, 2)]
+    sequences = [random_steps(card_of(version_dir), n, rng) for n in (9, 2)]
     response = await client.post(
         "/v1/models/rnn-feat/predict", json={"inputs": sequences, "output": "last"}
     )
@@ -95,7 +89,7 @@ async def test_concurrent_requests_are_batched_and_equal_unbatched_answers(
     version_dir = random_repository.path / "lstm3" / "1"
     card = card_of(version_dir)
     rng = np.random.default_rng(3)
-    sequences = [random_sequence(card, int(n), rng) for n in rng.integers(1, 40, 64)]
+    sequences = [random_steps(card, int(n), rng) for n in rng.integers(1, 40, 64)]
     settings = cpu_settings(random_repository.path, max_queue_delay_ms=5.0)
     async for client in app_client(settings):
         responses = await asyncio.gather(

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from service.app import create_app
 from service.engine import Engine
 from service.settings import Settings
+from tests.reference import random_inputs
 
 
 class WebSocketClosedError(Exception):
@@ -132,18 +133,9 @@ async def running_app(settings: Settings) -> AsyncIterator[Harness]:
 
 
 def random_steps(card: dict[str, Any], length: int, rng: np.random.Generator) -> list[Any]:
-    """`length` valid steps for the model: token ids or feature lists.
-
-    Features are drawn around the card's input normalisation when it has one, so demo
-    models see values like their real data (far-off inputs push outputs through
-    cancellation in the baked-in denormalisation and amplify float32 rounding).
-    """
-    if card.get("vocab_size"):
-        return [int(t) for t in rng.integers(0, card["vocab_size"], length)]
-    features = rng.normal(size=(length, card["input_size"]))
-    if norm := card.get("normalization"):
-        features = np.asarray(norm["input_mean"]) + features * np.asarray(norm["input_std"])
-    return features.astype(np.float32).tolist()
+    """`length` valid steps for the model as JSON: token ids or feature lists."""
+    steps: list[Any] = random_inputs(card, (length,), rng).tolist()
+    return steps
 
 
 def random_state(card: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
