@@ -31,11 +31,18 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
 
-# Pushes the expiry of an owner's set out to its newest member's, so the set of an owner
-# whose sessions are all gone vanishes by itself.
-_OWNER_TTL = """
-local function keep_owner_set(key, ttl_ms)
-  if redis.call('PTTL', key) < ttl_ms then redis.call('PEXPIRE', key, ttl_ms) end
+# Writes the record's fields from ARGV[first] on and moves its expiry everywhere at once:
+# key TTL, score in the live set and (KEYS[3]) in its owner's set, whose own expiry is pushed
+# out to its newest member's so the set of an owner whose sessions are all gone vanishes.
+_WRITE_RECORD = """
+local function write_record(ttl_ms, first)
+  redis.call('HSET', KEYS[1], unpack(ARGV, first))
+  redis.call('PEXPIRE', KEYS[1], ttl_ms)
+  redis.call('ZADD', KEYS[2], now + ttl_ms, ARGV[1])
+  if #KEYS == 3 then
+    redis.call('ZADD', KEYS[3], now + ttl_ms, ARGV[1])
+    if redis.call('PTTL', KEYS[3]) < ttl_ms then redis.call('PEXPIRE', KEYS[3], ttl_ms) end
+  end
 end
 """
 
@@ -45,7 +52,7 @@ end
 CREATE = LuaScript(
     "create",
     _NOW_MS
-    + _OWNER_TTL
+    + _WRITE_RECORD
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {1, 0} end
 local swept = 0
@@ -63,14 +70,7 @@ if full(KEYS[2], tonumber(ARGV[3]), true) then return {0, swept, wait_ms(KEYS[2]
 if #KEYS == 3 and full(KEYS[3], tonumber(ARGV[4]), false) then
   return {2, swept, wait_ms(KEYS[3])}
 end
-local ttl_ms = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('PEXPIRE', KEYS[1], ttl_ms)
-redis.call('ZADD', KEYS[2], now + ttl_ms, ARGV[1])
-if #KEYS == 3 then
-  redis.call('ZADD', KEYS[3], now + ttl_ms, ARGV[1])
-  keep_owner_set(KEYS[3], ttl_ms)
-end
+write_record(tonumber(ARGV[2]), 5)
 return {1, swept}
 """,
 )
@@ -80,18 +80,11 @@ return {1, swept}
 COMPARE_AND_SET = LuaScript(
     "compare_and_set",
     _NOW_MS
-    + _OWNER_TTL
+    + _WRITE_RECORD
     + """
 if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[3] then return 0 end
-local ttl_ms = tonumber(ARGV[2])
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('PEXPIRE', KEYS[1], ttl_ms)
-redis.call('ZADD', KEYS[2], now + ttl_ms, ARGV[1])
-if #KEYS == 3 then
-  redis.call('ZADD', KEYS[3], now + ttl_ms, ARGV[1])
-  keep_owner_set(KEYS[3], ttl_ms)
-end
+write_record(tonumber(ARGV[2]), 4)
 return 1
 """,
 )
