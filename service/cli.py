@@ -113,7 +113,7 @@ def list_models(args: argparse.Namespace) -> int:
     )
     for e in repository.entries():
         card = e.card
-        kind = f"{card.cell.value} h{card.hidden_size}x{card.num_layers}" if card else "-"
+        kind = "+".join(layer.kind.value for layer in card.layers) if card else "-"
         provider = e.runner.provider if e.runner else "-"
         reason = f"  ({e.reason})" if e.reason else ""
         print(f"{e.name:24} v{e.version:<4} {e.status.value:12} {kind:16} {provider}{reason}")

@@ -88,9 +88,9 @@ def to_state(raw: Any, card: ModelCard, *, where: str) -> RecurrentState:
     unknown = set(raw) - set(card.state_names)
     if unknown or set(card.state_names) - set(raw):
         raise InvalidInputError(f"{where}: a state has exactly the keys {list(card.state_names)}")
-    rows, hidden = card.state_rows, card.hidden_size
     arrays: list[FloatArray] = []
-    for key in card.state_names:
+    for spec in card.states:
+        key, rows, hidden = spec.name, spec.rows, spec.width
         try:
             array = np.asarray(raw[key])
         except ValueError:

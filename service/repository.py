@@ -88,7 +88,6 @@ def sha256_of(path: Path) -> str:
 def check_graph_matches_card(runner: ModelRunner, where: Path) -> None:
     """The graph's inputs and outputs must be exactly what the card promises."""
     card = runner.card
-    rows, hidden = card.state_rows, card.hidden_size
     feature = "tensor(int64)" if card.takes_tokens else "tensor(float)"
     want_inputs: dict[str, tuple[str, list[int | None]]] = {
         card.input_name: (
@@ -100,9 +99,9 @@ def check_graph_matches_card(runner: ModelRunner, where: Path) -> None:
     want_outputs: dict[str, tuple[str, list[int | None]]] = {
         "y": ("tensor(float)", [None, None, card.output_size]),
     }
-    for name in card.state_names:
-        want_inputs[f"{name}0"] = ("tensor(float)", [rows, None, hidden])
-        want_outputs[f"{name}n"] = ("tensor(float)", [rows, None, hidden])
+    for state in card.states:
+        want_inputs[state.input] = ("tensor(float)", [state.rows, None, state.width])
+        want_outputs[state.output] = ("tensor(float)", [state.rows, None, state.width])
     for kind, want, have in (
         ("input", want_inputs, runner.graph_inputs),
         ("output", want_outputs, runner.graph_outputs),

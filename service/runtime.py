@@ -103,7 +103,7 @@ class ModelRunner:
         self.card = card
         self.provider: str = self._session.get_providers()[0]
         self._input_dtype = np.int64 if card.takes_tokens else np.float32
-        self._output_names = ["y", "hn", "cn"] if card.state_names == ("h", "c") else ["y", "hn"]
+        self._output_names = ["y", *(s.output for s in card.states)]
 
     @property
     def graph_inputs(self) -> dict[str, tuple[str, list[Any]]]:
@@ -117,9 +117,8 @@ class ModelRunner:
 
     def zero_state(self, batch_size: int) -> RecurrentState:
         """The all-zero initial state PyTorch uses when h0 is not given."""
-        shape = (self.card.state_rows, batch_size, self.card.hidden_size)
-        c = np.zeros(shape, np.float32) if self.card.state_names == ("h", "c") else None
-        return RecurrentState(np.zeros(shape, np.float32), c)
+        zeros = [np.zeros((s.rows, batch_size, s.width), np.float32) for s in self.card.states]
+        return RecurrentState(zeros[0], zeros[1] if len(zeros) > 1 else None)
 
     def run(self, batch: RnnBatch) -> RnnResult:
         """One synchronous onnxruntime call; checks that the batch axis survives."""

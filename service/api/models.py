@@ -35,7 +35,7 @@ def input_spec(card: ModelCard) -> dict[str, Any]:
         sequence = {"name": "x", "dtype": "float32", "shape": [-1, -1, card.input_size]}
     return {
         "input": sequence,
-        "state": {name: [card.state_rows, card.hidden_size] for name in card.state_names},
+        "state": {s.name: [s.rows, s.width] for s in card.states},
         "output": {"name": "y", "dtype": "float32", "shape": [-1, -1, card.output_size]},
     }
 

@@ -95,15 +95,10 @@ class SessionManager:
     ) -> SessionRecord:
         """Open a session on a streamable model, version pinned now, state zeros or given."""
         model = self._engine.repository.get(name, version)
-        if model.card.bidirectional or not model.card.streamable:
-            why = (
-                "is bidirectional: every output depends on steps that have not arrived yet"
-                if model.card.bidirectional
-                else "is marked not streamable in its card"
-            )
+        if not model.card.streamable:
             raise NotStreamableError(
-                f"model {name!r} v{model.version} {why}, so it cannot run step by step; "
-                "use predict",
+                f"model {name!r} v{model.version} cannot run step by step: "
+                f"{model.card.not_streamable_reason}; use predict",
                 detail={"model": name, "version": model.version},
             )
         initial = self._parse_initial(model, initial_state, None)

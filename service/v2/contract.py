@@ -41,17 +41,17 @@ class ContractBatch:
 
 def contract_specs(card: ModelCard) -> ContractSpecs:
     """The V2 tensors of a model; -1 for the batch and seq axes, numbers for fixed axes."""
-    state_shape = (card.state_rows, -1, card.hidden_size)
     if card.takes_tokens:
         sequence = TensorSpec("tokens", Datatype.INT64, (-1, -1))
     else:
         sequence = TensorSpec("x", Datatype.FP32, (-1, -1, card.input_size or 0))
     inputs = [sequence, TensorSpec("seq_lens", Datatype.INT32, (-1,), optional=True)]
     inputs += [
-        TensorSpec(f"{s}0", Datatype.FP32, state_shape, optional=True) for s in card.state_names
+        TensorSpec(s.input, Datatype.FP32, (s.rows, -1, s.width), optional=True)
+        for s in card.states
     ]
     outputs = [TensorSpec("y", Datatype.FP32, (-1, -1, card.output_size))]
-    outputs += [TensorSpec(f"{s}n", Datatype.FP32, state_shape) for s in card.state_names]
+    outputs += [TensorSpec(s.output, Datatype.FP32, (s.rows, -1, s.width)) for s in card.states]
     return ContractSpecs({s.name: s for s in inputs}, {s.name: s for s in outputs})
 
 
@@ -112,7 +112,7 @@ def _seq_lens(request: InferRequest, batch: int, steps: int) -> list[int]:
 
 def initial_state(request: InferRequest, card: ModelCard, batch: int) -> RecurrentState | None:
     """`h0` (and `c0`) as given, or None when absent; LSTM states come in pairs."""
-    names = [f"{s}0" for s in card.state_names]
+    names = [s.input for s in card.states]
     given = [request.inputs.get(n) for n in names]
     if all(g is None for g in given):
         return None

@@ -40,8 +40,8 @@ def run_committed(
         card.input_name: inputs,
         "seq_lens": np.full(batch, seq, np.int32) if lengths is None else lengths,
     }
-    for state in card.state_names:
-        feeds[f"{state}0"] = np.zeros((card.state_rows, batch, card.hidden_size), np.float32)
+    for state in card.states:
+        feeds[state.input] = np.zeros((state.rows, batch, state.width), np.float32)
     outputs: list[np.ndarray] = session.run(None, feeds)
     return outputs
 
@@ -147,7 +147,7 @@ def test_committed_graph_runs_at_odd_batch_and_seq_lengths(name: str) -> None:
         inputs = (mean + std * noise).astype(np.float32)
     y, *states = run_committed(name, inputs, np.array([11, 1, 6], np.int32))
     assert y.shape == (batch, seq, card.output_size) and np.isfinite(y).all()
-    assert [s.shape for s in states] == [(card.state_rows, batch, card.hidden_size)] * len(states)
+    assert [s.shape for s in states] == [(spec.rows, batch, spec.width) for spec in card.states]
 
 
 @pytest.mark.slow
