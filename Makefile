@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint format bench bench-quick clean
+.PHONY: run test test-fast lint format bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ format: $(DEV_STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# the inner loop: core, operations, codecs and the in-process API, without the slow tests
+test-fast: $(DEV_STAMP)
+	$(BIN)/python -m pytest -q -m "(unit or api) and not slow"
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench

@@ -73,7 +73,7 @@ def build_card(
     metrics: Mapping[str, float] | None,
     model_bytes: bytes,
 ) -> dict[str, Any]:
-    """The card as a JSON-ready dict, fields in the order of `service.card.ModelCard`."""
+    """The card as a JSON-ready dict, fields in the order of `service.core.card.ModelCard`."""
     return {
         "name": name,
         "version": version,

@@ -7,15 +7,21 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import models, ops, sessions, stream, v2
-from service.api.errors import install_error_handlers
-from service.api.middleware import ApiKeyMiddleware, RequestContextMiddleware
+from service.core.repository import Repository
+from service.edges import ws
+from service.edges.errors import install_error_handlers
+from service.edges.http import models, ops, sessions
+from service.edges.http.routes import HotRoute, install_hot_routes
+from service.edges.middleware import ApiKeyMiddleware, RequestContextMiddleware
+from service.edges.v2 import routes as v2
 from service.engine import Engine
-from service.repository import Repository
 from service.settings import Settings
 
-DESCRIPTION = """Serves PyTorch RNN, LSTM and GRU models exported to ONNX: exact variable-length
-batching for predictions, and stateful streaming sessions that carry the hidden state."""
+DESCRIPTION = """Serves PyTorch recurrent models (RNN, LSTM, GRU layers and cells, as written)
+exported to ONNX: exact variable-length batching for predictions, and stateful streaming
+sessions that carry every recurrent state."""
+
+HOT_ROUTES: tuple[HotRoute, ...] = (models.PREDICT, sessions.STEPS, v2.INFER, v2.INFER_PINNED)
 
 
 def create_app(settings: Settings, *, repository: Repository | None = None) -> FastAPI:
@@ -36,8 +42,9 @@ def create_app(settings: Settings, *, repository: Repository | None = None) -> F
     app.include_router(ops.router)
     app.include_router(models.router)
     app.include_router(sessions.router)
-    app.include_router(stream.router)
+    app.include_router(ws.router)
     app.include_router(v2.router)
+    install_hot_routes(app, HOT_ROUTES)
     if settings.api_keys:
         app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in settings.api_keys])
     app.add_middleware(

@@ -75,8 +75,8 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.core.repository import Repository
     from service.logs import configure_logging
-    from service.repository import Repository
 
     settings = settings_from(args)
     configure_logging(settings.log_level, settings.log_format)
@@ -105,7 +105,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def list_models(args: argparse.Namespace) -> int:
     """Print one line per model version."""
-    from service.repository import Repository
+    from service.core.repository import Repository
 
     settings = settings_from(args)
     repository = Repository.load(
@@ -122,7 +122,7 @@ def list_models(args: argparse.Namespace) -> int:
 
 def verify(args: argparse.Namespace) -> int:
     """Check one version directory the way the server loads it; parity needs torch (export)."""
-    from service.repository import load_version
+    from service.core.repository import load_version
 
     if (args.module is None) != (args.checkpoint is None):
         print("error: --module and --checkpoint go together", file=sys.stderr)

@@ -1,4 +1,8 @@
-"""The service core without HTTP: repository, batchers and metrics, started and stopped together."""
+"""The composition root: builds the core (repository, batchers, session store) and stops it.
+
+Operations receive what they need from here through narrow protocols: the repository as a
+model lookup, `run_sequences` and `run_steps` as the batched runners.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,15 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
-from service.batching import Batcher
-from service.codecs import Limits
+from service.core.batching import Batcher, SequenceResult
+from service.core.inputs import Limits
+from service.core.repository import LoadedModel, Repository
+from service.core.sessions import log_sessions_on_exit, open_store
+from service.core.state import RecurrentState, SequenceArray
 from service.errors import NotReadyError
 from service.metrics import Metrics
-from service.predict import parse_predict_request, render_predict_response
-from service.repository import LoadedModel, Repository
-from service.sessions import SessionManager, log_sessions_on_exit, open_store
+from service.operations.sessions import SessionManager, SessionSettings
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,32 +84,33 @@ class Engine:
         for model in repository.ready_models():
             self._workers[(model.name, model.version)] = self._start_workers(model)
         self._repository = repository
-        self._sessions = SessionManager(self, open_store(s, self.metrics))
+        self._sessions = SessionManager(
+            models=repository,
+            runner=self,
+            store=open_store(s, self.metrics),
+            settings=SessionSettings(ttl_s=s.session_ttl_s, max_steps=s.max_steps),
+            metrics=self.metrics,
+        )
         self._sessions.start()
 
     def _start_workers(self, model: LoadedModel) -> ModelWorkers:
         s = self.settings
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{model.name}")
-        common: dict[str, Any] = {
-            "executor": executor,
-            "metrics": self.metrics,
-            "max_queue_size": s.max_queue_size,
-            "inline_max_steps": s.inline_max_steps,
-        }
-        predict = Batcher(
-            model.runner,
-            kind="predict",
-            max_batch_size=s.max_batch_size,
-            max_delay_ms=s.max_queue_delay_ms,
-            **common,
-        )
-        step = Batcher(
-            model.runner,
-            kind="step",
-            max_batch_size=s.max_step_batch_size,
-            max_delay_ms=s.max_step_delay_ms,
-            **common,
-        )
+
+        def batcher(kind: str, max_batch_size: int, max_delay_ms: float) -> Batcher:
+            return Batcher(
+                model.runner,
+                kind=kind,
+                executor=executor,
+                metrics=self.metrics,
+                max_batch_size=max_batch_size,
+                max_delay_ms=max_delay_ms,
+                max_queue_size=s.max_queue_size,
+                inline_max_steps=s.inline_max_steps,
+            )
+
+        predict = batcher("predict", s.max_batch_size, s.max_queue_delay_ms)
+        step = batcher("step", s.max_step_batch_size, s.max_step_delay_ms)
         predict.start()
         step.start()
         return ModelWorkers(executor, predict, step)
@@ -122,13 +127,15 @@ class Engine:
             await self._sessions.stop()
             self._sessions = None
 
-    def workers(self, model: LoadedModel) -> ModelWorkers:
-        """The batchers of a ready model version."""
-        return self._workers[(model.name, model.version)]
+    async def run_sequences(
+        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState | None
+    ) -> list[SequenceResult]:
+        """Sequences through the model's predict batcher."""
+        return await self._workers[(model.name, model.version)].predict.submit(sequences, states)
 
-    async def predict(self, name: str, version: int | None, payload: Any) -> dict[str, Any]:
-        """Validate, batch, run and render one v1 predict request."""
-        model = self.repository.get(name, version)
-        request = parse_predict_request(payload, model.card, self.limits)
-        results = await self.workers(model).predict.submit(request.sequences, request.states)
-        return render_predict_response(model.name, model.version, model.card, request, results)
+    async def run_steps(
+        self, model: LoadedModel, sequence: SequenceArray, state: RecurrentState
+    ) -> SequenceResult:
+        """One session's steps through the model's step batcher."""
+        (result,) = await self._workers[(model.name, model.version)].step.submit([sequence], state)
+        return result

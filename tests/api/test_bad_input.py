@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RandomRepository, app_client, cpu_settings
+from tests.support.app import app_client, cpu_settings
+from tests.support.models import RandomRepository
 
 FEATURES = "/v1/models/rnn-feat/predict"  # 4 features, 2 layers, hidden 8
 TOKENS = "/v1/models/lstm-tok/predict"  # vocab 11, hidden 6
@@ -83,8 +84,8 @@ CASES: list[tuple[str, str, Any, int, str]] = [
         "bad version query",
         FEATURES + "?version=zero",
         {"inputs": [[GOOD_STEP]]},
-        422,
-        "validation_error",
+        400,
+        "invalid_input",
     ),
 ]
 

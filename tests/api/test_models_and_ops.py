@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import RandomRepository, app_client, cpu_settings
+from tests.support.app import app_client, cpu_settings
+from tests.support.models import RandomRepository
 
 
 async def test_list_shows_every_model_with_status_provider_and_spec(

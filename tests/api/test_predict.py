@@ -8,16 +8,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import RANDOM_MODELS, RandomRepository, app_client, cpu_settings
-from tests.reference import assert_close, card_of, run_alone
-from tests.sessions.harness import random_steps
-
-
-def random_state(card: dict, rng: np.random.Generator) -> dict:
-    """A non-zero initial state for one sequence."""
-    rows = card["num_layers"] * (2 if card["bidirectional"] else 1)
-    names = ("h", "c") if card["cell"] == "lstm" else ("h",)
-    return {n: rng.normal(size=(rows, card["hidden_size"])).tolist() for n in names}
+from tests.support.app import app_client, cpu_settings
+from tests.support.models import RANDOM_MODELS, RandomRepository
+from tests.support.reference import assert_close, card_of, random_state, random_steps, run_alone
 
 
 @pytest.mark.parametrize("name", sorted(RANDOM_MODELS))

@@ -10,9 +10,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import RandomRepository, cpu_settings
-from tests.reference import assert_close, card_of, run_alone
-from tests.sessions.harness import Harness, random_state, random_steps, running_app
+from tests.support.app import Harness, cpu_settings, running_app
+from tests.support.models import RandomRepository
+from tests.support.reference import assert_close, card_of, random_state, random_steps, run_alone
 
 STEP = [0.1, 0.2, 0.3, 0.4]  # one step of rnn-feat (4 features, hidden 8 x 2 layers)
 

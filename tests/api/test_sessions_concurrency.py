@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from tests.conftest import RandomRepository, cpu_settings
-from tests.reference import assert_close, card_of, run_alone
-from tests.sessions.harness import Harness, random_state, random_steps, running_app
+from tests.support.app import Harness, cpu_settings, running_app
+from tests.support.models import RandomRepository
+from tests.support.reference import assert_close, card_of, random_state, random_steps, run_alone
 
 SESSIONS = 200
 MODEL = "lstm3"
@@ -25,6 +25,7 @@ async def run_session(
     outputs: list[Any] = []
     if over_ws:
         async with app.ws(f"/v1/sessions/{session_id}/stream") as ws:
+            assert (await ws.receive_json())["seq"] == 0  # the greeting
             for seq, step in enumerate(steps):
                 await ws.send_json({"seq": seq, "inputs": [step]})
                 outputs.extend((await ws.receive_json())["outputs"])

@@ -13,15 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import DEMO_REPOSITORY, RANDOM_MODELS, RandomRepository, cpu_settings
-from tests.reference import assert_close, card_of
-from tests.sessions.harness import (
-    Harness,
-    random_split,
-    random_state,
-    random_steps,
-    running_app,
-)
+from tests.support.app import Harness, cpu_settings, running_app
+from tests.support.models import RANDOM_MODELS, RandomRepository
+from tests.support.reference import assert_close, card_of, random_split, random_state, random_steps
+from tests.support.servers import DEMO_REPOSITORY
 
 STREAMABLE = sorted(name for name, kw in RANDOM_MODELS.items() if not kw.get("bidirectional"))
 LENGTH = 13
@@ -60,6 +55,7 @@ async def stream(
     outputs: list[Any] = []
     seq = 0
     async with app.ws(f"/v1/sessions/{session_id}/stream") as ws:
+        assert (await ws.receive_json())["seq"] == 0  # the greeting
         for size in sizes:
             request = {"seq": seq, "inputs": steps[seq : seq + size]}
             if rng.random() < 0.5:

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from tests.conftest import RandomRepository, cpu_settings
-from tests.reference import assert_close, run_alone
-from tests.sessions.harness import Harness, WebSocketClosedError, running_app
+from tests.support.app import Harness, WebSocketClosedError, cpu_settings, running_app
+from tests.support.models import RandomRepository
+from tests.support.reference import assert_close, run_alone
 
 STEP = [0.1, 0.2, 0.3, 0.4]  # one step of rnn-feat
 
@@ -37,6 +37,7 @@ async def test_stream_answers_are_the_bytes_rest_answers(
     response = await app.client.post("/v1/models/rnn-feat/sessions")
     session_id = response.json()["session_id"]
     async with app.ws(f"/v1/sessions/{session_id}/stream") as ws:
+        assert (await ws.receive_json())["session_id"] == session_id  # the greeting
         await ws.send_json({"seq": 0, "inputs": [STEP]})
         over_ws = await ws.receive_text()
     over_rest = await app.client.post(
@@ -104,6 +105,8 @@ async def test_a_reconnecting_client_resumes_the_same_stream(
         outputs = (await ws.receive_json())["outputs"]
         await ws.send_json({"seq": 2, "inputs": steps[2:3]})  # sent, answer lost
     async with app.ws(f"/v1/sessions/{session_id}/stream") as ws:
+        greeting = await ws.receive_json()  # says where the session is: the lost step applied
+        assert (greeting["session_id"], greeting["seq"]) == (session_id, 3)
         await ws.send_json({"seq": 2, "inputs": steps[2:3]})  # resend: answered, not reapplied
         outputs += (await ws.receive_json())["outputs"]
         await ws.send_json({"seq": 3, "inputs": steps[3:]})
@@ -158,6 +161,7 @@ async def test_streams_need_the_key_that_owns_the_session(
         async with app.ws(f"/v1/sessions/{session_id}/stream", {"X-API-Key": "key-b"}) as ws:
             assert (await ws.receive_json())["error"]["type"] == "session_not_found"
         async with app.ws(f"/v1/sessions/{session_id}/stream", {"X-API-Key": "key-a"}) as ws:
+            assert (await ws.receive_json())["seq"] == 0
             await ws.send_json({"seq": 0, "inputs": [STEP]})
             assert (await ws.receive_json())["seq"] == 1
 

@@ -12,13 +12,13 @@ from pathlib import Path
 from service.app import create_app
 from service.cli import build_parser
 from service.settings import Settings
-from tests.conftest import app_client, cpu_settings
 from tests.deploy.dockerfile import (
     ROOT,
     Dockerfile,
     dockerignore_excludes,
     read_dockerignore,
 )
+from tests.support.app import app_client, cpu_settings
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 REQUIREMENTS_SCRIPT = ROOT / "deploy" / "requirements.py"

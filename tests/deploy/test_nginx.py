@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from service.settings import Settings
-from tests.conftest import free_port
 from tests.deploy.conftest import NGINX_CONF, Compose
 from tests.deploy.dockerfile import Dockerfile
+from tests.support.servers import free_port
 
 UPSTREAM_SERVER = re.compile(r"^(\s*)server (\S+):(\d+)( [^;]*)?;$", re.MULTILINE)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DEMO_REPOSITORY, ROOT
+from tests.support.servers import DEMO_REPOSITORY, ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -15,8 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, RandomRepository
-from tests.reference import assert_close, card_of, run_alone
+from tests.support.models import RandomRepository
+from tests.support.reference import assert_close, card_of, run_alone
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import torch
 
-from tests.conftest import ROOT
 from tests.export.fixtures.tutorial import TutorialRNN
+from tests.support.servers import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

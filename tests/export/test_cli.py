@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from export.cli import main
-from service.card import ModelCard
+from service.core.card import ModelCard
 from tests.export.fixtures.tutorial import TutorialRNN
 from tests.export.fixtures.unsupported import TwoRecurrent
 

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from export.datasets import UNKNOWN_CHAR, load_co2, load_digits, load_text
-from service.card import ModelCard
+from service.core.card import ModelCard
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"

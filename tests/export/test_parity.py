@@ -16,7 +16,7 @@ from export.errors import ParityError
 from export.introspect import introspect
 from export.onnx_export import build_onnx
 from export.verify import open_session
-from service.card import ModelCard
+from service.core.card import ModelCard
 from tests.export.fixtures.tutorial import CharLSTM, GRUClassifier, TutorialRNN
 from tests.export.fixtures.unsupported import ActivationAfterRecurrent
 from tests.export.helpers import FEATURES, HIDDEN, VOCAB, random_model, run_graph

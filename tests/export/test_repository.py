@@ -14,7 +14,7 @@ from export.errors import ExportError, RepositoryError
 from export.onnx_export import Normalization
 from export.repository import write_version
 from export.verify import open_session
-from service.card import ModelCard, upgrade_format_1
+from service.core.card import ModelCard, upgrade_format_1
 from tests.export.helpers import FEATURES, HIDDEN, random_model, run_graph
 
 

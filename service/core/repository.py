@@ -1,0 +1,265 @@
+"""The model repository: `models/<name>/<version>/{model.onnx, model.json}`, loaded and checked.
+
+A broken version never takes the server down: it is kept as unavailable with the reason,
+unless the repository is loaded strictly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from service.core.card import MODEL_NAME_PATTERN, ModelCard
+from service.core.runtime import ModelRunner, RnnBatch, choose_providers
+from service.errors import (
+    ModelNotFoundError,
+    ModelUnavailableError,
+    RepositoryError,
+)
+
+log = logging.getLogger(__name__)
+
+CARD_FILE = "model.json"
+GRAPH_FILE = "model.onnx"
+
+
+class ModelStatus(StrEnum):
+    """Whether a model version can serve."""
+
+    READY = "ready"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """One model version as found on disk; `runner` is set only when it is ready."""
+
+    name: str
+    version: int
+    path: Path
+    status: ModelStatus
+    card: ModelCard | None = None
+    runner: ModelRunner | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A ready model version: what request handlers work with."""
+
+    name: str
+    version: int
+    card: ModelCard
+    runner: ModelRunner
+
+
+def read_card(version_dir: Path) -> ModelCard:
+    """Parse and validate `model.json`, naming the file and the field on failure."""
+    card_path = version_dir / CARD_FILE
+    try:
+        raw = card_path.read_bytes()
+    except FileNotFoundError:
+        raise RepositoryError(f"{card_path}: missing") from None
+    try:
+        return ModelCard.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(card)"
+        raise RepositoryError(f"{card_path}: field {field!r}: {first['msg']}") from None
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_graph_matches_card(runner: ModelRunner, where: Path) -> None:
+    """The graph's inputs and outputs must be exactly what the card promises."""
+    card = runner.card
+    feature = "tensor(int64)" if card.takes_tokens else "tensor(float)"
+    want_inputs: dict[str, tuple[str, list[int | None]]] = {
+        card.input_name: (
+            feature,
+            [None, None] if card.takes_tokens else [None, None, card.input_size],
+        ),
+        "seq_lens": ("tensor(int32)", [None]),
+    }
+    want_outputs: dict[str, tuple[str, list[int | None]]] = {
+        "y": ("tensor(float)", [None, None, card.output_size]),
+    }
+    for state in card.states:
+        want_inputs[state.input] = ("tensor(float)", [state.rows, None, state.width])
+        want_outputs[state.output] = ("tensor(float)", [state.rows, None, state.width])
+    for kind, want, have in (
+        ("input", want_inputs, runner.graph_inputs),
+        ("output", want_outputs, runner.graph_outputs),
+    ):
+        if set(want) - set(have):
+            raise RepositoryError(
+                f"{where}: graph {kind}s {sorted(have)} lack {sorted(set(want) - set(have))}"
+            )
+        for name, (dtype, dims) in want.items():
+            have_dtype, have_dims = have[name]
+            fixed = [d if isinstance(d, int) else None for d in have_dims]
+            if have_dtype != dtype or len(fixed) != len(dims):
+                raise RepositoryError(
+                    f"{where}: graph {kind} {name!r} is {have_dtype}{have_dims}, card says {dtype}"
+                )
+            for got, expected in zip(fixed, dims, strict=True):
+                if expected is not None and got != expected:
+                    raise RepositoryError(
+                        f"{where}: graph {kind} {name!r} has shape {have_dims}, "
+                        f"card implies {['?' if d is None else d for d in dims]}"
+                    )
+
+
+def warm_up(runner: ModelRunner) -> None:
+    """Run two sequences of different lengths, so a graph with a fixed axis fails at load."""
+    seq_lens = np.array([3, 1], np.int32)
+    if runner.card.takes_tokens:
+        inputs = np.zeros((2, 3), np.int64)
+    else:
+        inputs = np.zeros((2, 3, runner.card.input_size or 0), np.float32)
+    try:
+        runner.run(RnnBatch(inputs, seq_lens, runner.zero_state(2)))
+    except Exception as exc:  # any onnxruntime failure here means the graph breaks the contract
+        raise RepositoryError(f"warm-up run failed: {exc}") from exc
+
+
+def load_version(version_dir: Path, *, providers: list[str], intra_op_threads: int) -> LoadedModel:
+    """Load and check one version directory; raises RepositoryError with a one-line reason."""
+    card = read_card(version_dir)
+    name, version = version_dir.parent.name, int(version_dir.name)
+    if (card.name, card.version) != (name, version):
+        raise RepositoryError(
+            f"{version_dir / CARD_FILE}: card says {card.name} v{card.version}, "
+            f"directory says {name} v{version}"
+        )
+    graph = version_dir / GRAPH_FILE
+    if not graph.is_file():
+        raise RepositoryError(f"{graph}: missing")
+    if (actual := sha256_of(graph)) != card.onnx_sha256:
+        raise RepositoryError(
+            f"{graph}: sha256 {actual[:12]}… does not match the card's {card.onnx_sha256[:12]}…"
+        )
+    runner = ModelRunner(graph, card, providers=providers, intra_op_threads=intra_op_threads)
+    check_graph_matches_card(runner, graph)
+    warm_up(runner)
+    return LoadedModel(name, version, card, runner)
+
+
+def _version_dirs(root: Path) -> Iterator[tuple[str, int, Path]]:
+    if not root.is_dir():
+        raise RepositoryError(f"model repository {root} is not a directory")
+    # hidden directories are the exporter's atomic-write scratch space
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not re.fullmatch(MODEL_NAME_PATTERN, model_dir.name):
+            log.warning("skipping %s: not a valid model name", model_dir)
+            continue
+        versions = (p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for version_dir in sorted(versions):
+            if version_dir.name.isdigit() and int(version_dir.name) >= 1:
+                yield model_dir.name, int(version_dir.name), version_dir
+            else:
+                log.warning("skipping %s: versions are positive integers", version_dir)
+
+
+class Repository:
+    """Every model version found on disk, ready or not."""
+
+    def __init__(self, entries: list[ModelEntry]) -> None:
+        self._entries: dict[str, dict[int, ModelEntry]] = {}
+        for entry in entries:
+            self._entries.setdefault(entry.name, {})[entry.version] = entry
+
+    @classmethod
+    def load(
+        cls, root: Path, *, providers: list[str], intra_op_threads: int, strict: bool = False
+    ) -> Repository:
+        """Scan `root`; with `strict`, the first broken version raises RepositoryError."""
+        entries: list[ModelEntry] = []
+        providers = choose_providers(providers)
+        for name, version, path in _version_dirs(root):
+            try:
+                model = load_version(path, providers=providers, intra_op_threads=intra_op_threads)
+            except RepositoryError as exc:
+                if strict:
+                    raise
+                log.error("model %s v%d unavailable: %s", name, version, exc.message)
+                card = _card_or_none(path)
+                entries.append(
+                    ModelEntry(
+                        name, version, path, ModelStatus.UNAVAILABLE, card, reason=exc.message
+                    )
+                )
+                continue
+            log.info(
+                "loaded model %s v%d on %s",
+                name,
+                version,
+                model.runner.provider,
+                extra={"model": name, "version": version, "provider": model.runner.provider},
+            )
+            entries.append(
+                ModelEntry(name, version, path, ModelStatus.READY, model.card, model.runner)
+            )
+        return cls(entries)
+
+    def entries(self) -> list[ModelEntry]:
+        """All versions, sorted by name then version."""
+        return [e for name in sorted(self._entries) for _, e in sorted(self._entries[name].items())]
+
+    def versions(self, name: str) -> list[ModelEntry]:
+        """All versions of one model; ModelNotFoundError when the name is unknown."""
+        if name not in self._entries:
+            raise ModelNotFoundError(f"model {name!r} not found", detail={"model": name})
+        return [e for _, e in sorted(self._entries[name].items())]
+
+    def entry(self, name: str, version: int | None = None) -> ModelEntry:
+        """One version (default: the highest ready one, else the highest)."""
+        versions = self._entries.get(name)
+        if not versions:
+            raise ModelNotFoundError(f"model {name!r} not found", detail={"model": name})
+        if version is None:
+            ready = [v for v, e in versions.items() if e.status is ModelStatus.READY]
+            version = max(ready or versions)
+        if version not in versions:
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version}; it has {sorted(versions)}",
+                detail={"model": name, "version": version},
+            )
+        return versions[version]
+
+    def get(self, name: str, version: int | None = None) -> LoadedModel:
+        """A ready model version, or the error that says why not."""
+        entry = self.entry(name, version)
+        if entry.runner is None or entry.card is None:
+            raise ModelUnavailableError(
+                f"model {name!r} v{entry.version} is unavailable: {entry.reason}",
+                retry_after_s=60.0,
+                detail={"model": name, "version": entry.version},
+            )
+        return LoadedModel(name, entry.version, entry.card, entry.runner)
+
+    def ready_models(self) -> list[LoadedModel]:
+        """Every ready version."""
+        return [self.get(e.name, e.version) for e in self.entries() if e.runner is not None]
+
+
+def _card_or_none(path: Path) -> ModelCard | None:
+    try:
+        return read_card(path)
+    except RepositoryError:
+        return None

@@ -1,0 +1,98 @@
+"""onnxruntime sessions for the model contract: one `ModelRunner` per model version."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from service.core.card import ModelCard
+from service.core.state import FloatArray, RecurrentState, SequenceArray
+from service.errors import RepositoryError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RnnBatch:
+    """One onnxruntime call: padded inputs, each sequence's length, initial state."""
+
+    inputs: SequenceArray
+    seq_lens: npt.NDArray[np.int32]
+    state: RecurrentState
+
+
+@dataclass(frozen=True, slots=True)
+class RnnResult:
+    """Outputs of one call: `y` ([batch, seq, out], or [batch, out] for per_sequence heads)
+    and the state after each sequence's last valid step."""
+
+    y: FloatArray
+    state: RecurrentState
+
+
+def choose_providers(requested: list[str]) -> list[str]:
+    """Keep the requested providers onnxruntime can use here, in order; CPU as the last resort."""
+    if "CUDAExecutionProvider" in requested and hasattr(ort, "preload_dlls"):
+        # onnxruntime-gpu does not search the CUDA/cuDNN wheels pip installed beside it by itself
+        ort.preload_dlls()
+    available = set(ort.get_available_providers())
+    chosen = [p for p in requested if p in available]
+    missing = [p for p in requested if p not in available]
+    if missing:
+        log.warning("execution providers not available here, skipped: %s", ", ".join(missing))
+    if not chosen:
+        chosen = ["CPUExecutionProvider"]
+    return chosen
+
+
+class ModelRunner:
+    """Runs one exported model; `run` is thread-safe (onnxruntime sessions are)."""
+
+    def __init__(
+        self, onnx_path: Path, card: ModelCard, *, providers: list[str], intra_op_threads: int
+    ) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(onnx_path), sess_options=options, providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise RepositoryError(f"{onnx_path}: onnxruntime cannot load the graph: {exc}") from exc
+        self.card = card
+        self.provider: str = self._session.get_providers()[0]
+        self._output_names = ["y", *(s.output for s in card.states)]
+
+    @property
+    def graph_inputs(self) -> dict[str, tuple[str, list[Any]]]:
+        """Graph input name -> (onnx type string, shape with symbolic dims as strings)."""
+        return {i.name: (i.type, list(i.shape)) for i in self._session.get_inputs()}
+
+    @property
+    def graph_outputs(self) -> dict[str, tuple[str, list[Any]]]:
+        """Graph output name -> (onnx type string, shape)."""
+        return {o.name: (o.type, list(o.shape)) for o in self._session.get_outputs()}
+
+    def zero_state(self, batch_size: int) -> RecurrentState:
+        """The all-zero initial state PyTorch uses when h0 is not given."""
+        return RecurrentState.zeros(self.card.states, batch_size)
+
+    def run(self, batch: RnnBatch) -> RnnResult:
+        """One synchronous onnxruntime call; checks that the batch axis survives."""
+        feeds: dict[str, Any] = {self.card.input_name: batch.inputs, "seq_lens": batch.seq_lens}
+        for spec, array in zip(self.card.states, batch.state.arrays, strict=True):
+            feeds[spec.input] = array
+        y, *states = self._session.run(self._output_names, feeds)
+        if y.shape[0] != batch.inputs.shape[0]:
+            raise RuntimeError(f"graph returned batch {y.shape[0]} for {batch.inputs.shape[0]}")
+        return RnnResult(y, RecurrentState(tuple(states)))

@@ -1,0 +1,1 @@
+"""The Open Inference Protocol (V2) over HTTP: tensor contract, JSON/binary codec, routes."""

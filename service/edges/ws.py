@@ -1,0 +1,127 @@
+"""WebSocket streaming: many steps over one socket, same sessions and seq rules as REST.
+
+Frames are JSON (text; binary frames holding JSON are accepted too). On connect the server
+sends the session (`GET /v1/sessions/{id}`'s body, with its current `seq`), so a reconnecting
+client knows where to continue. The client sends `{"seq": n, "inputs": [...]}` and gets the
+body `POST /v1/sessions/{id}/steps` answers. Leaving `seq` out applies the steps as the next
+ones, wherever the session is: handy for a single writer, but a resent message is then applied
+twice, so retrying clients send seq. Errors come in-band as `{"error": {"type", "message",
+"detail"}}`. The socket closes with 4000 + the HTTP status when the session is gone or cannot
+be opened (4404, 4400, 4429, 4503), with 1008 after MAX_MALFORMED_MESSAGES bad messages in a
+row, and the session outlives the socket until its TTL, so a client reconnects and continues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from service.edges.errors import close_code_for, error_frame
+from service.edges.http.codec import decode_step, describe_session, render_step, to_array
+from service.edges.http.deps import engine_of, owner_of, query_version
+from service.errors import InvalidInputError, LimitExceededError, NotFoundError, RnnServeError
+from service.operations.sessions import SessionManager
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["streaming"])
+
+MAX_MALFORMED_MESSAGES = 10
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
+
+
+def parse_frame(message: Mapping[str, Any]) -> Any:
+    """The JSON inside a text or binary frame."""
+    data = message.get("text")
+    if data is None:
+        data = message.get("bytes") or b""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"message is not valid JSON: {exc}") from None
+
+
+async def _refuse(websocket: WebSocket, exc: RnnServeError) -> None:
+    with contextlib.suppress(WebSocketDisconnect):
+        await websocket.send_text(error_frame(exc))
+        await websocket.close(code=close_code_for(exc), reason=exc.type)
+
+
+@router.websocket("/v1/sessions/{session_id}/stream")
+async def stream_session(websocket: WebSocket, session_id: str) -> None:
+    """Stream steps into an existing session (one opened over REST, or a reconnect)."""
+    await websocket.accept()
+    owner = owner_of(websocket)
+    try:
+        sessions = engine_of(websocket).sessions
+        record = await sessions.get(session_id, owner)
+    except RnnServeError as exc:
+        await _refuse(websocket, exc)
+        return
+    await _pump(websocket, sessions, record.session_id, owner, hello=describe_session(record))
+
+
+@router.websocket("/v1/models/{name}/stream")
+async def stream_new_session(websocket: WebSocket, name: str) -> None:
+    """Open a session (optional `?version=`), tell the client its id, then stream steps."""
+    await websocket.accept()
+    owner = owner_of(websocket)
+    try:
+        sessions = engine_of(websocket).sessions
+        model = sessions.streamable_model(name, query_version(websocket))
+        record = await sessions.open(model, None, owner)
+    except RnnServeError as exc:
+        await _refuse(websocket, exc)
+        return
+    await _pump(websocket, sessions, record.session_id, owner, hello=describe_session(record))
+
+
+async def _pump(
+    websocket: WebSocket,
+    sessions: SessionManager,
+    session_id: str,
+    owner: str | None,
+    *,
+    hello: dict[str, Any],
+) -> None:
+    """Send `hello`, then answer step messages in order until the client leaves or the
+    session is gone."""
+    malformed = 0
+    try:
+        await websocket.send_text(orjson.dumps(hello).decode())
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            try:
+                body = decode_step(parse_frame(message), seq_required=False)
+                record = await sessions.get(session_id, owner)
+                inputs = to_array(body.inputs, where="inputs", what="a sequence")
+                outcome = await sessions.step(record, seq=body.seq, inputs=inputs)
+            except NotFoundError as exc:
+                await _refuse(websocket, exc)
+                return
+            except (InvalidInputError, LimitExceededError) as exc:
+                malformed += 1
+                await websocket.send_text(error_frame(exc))
+                if malformed >= MAX_MALFORMED_MESSAGES:
+                    await websocket.close(CLOSE_POLICY_VIOLATION, "too many malformed messages")
+                    return
+                continue
+            except RnnServeError as exc:
+                await websocket.send_text(error_frame(exc))
+                continue
+            malformed = 0
+            await websocket.send_text(render_step(outcome).decode())
+    except WebSocketDisconnect:
+        return
+    except Exception:
+        log.exception("stream of session %s failed", session_id)
+        with contextlib.suppress(Exception):
+            await websocket.close(CLOSE_INTERNAL_ERROR, "internal error")
