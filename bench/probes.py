@@ -160,10 +160,10 @@ class Profiler:
 # Leaf frame -> component, first match wins: where a server's samples land, in plain words.
 COMPONENTS = (
     ("onnxruntime (the model itself)", ("onnxruntime",)),
-    ("rnnserve: JSON and tensor codecs", ("service/codecs",)),
-    ("rnnserve: sessions and store", ("service/sessions",)),
-    ("rnnserve: batching", ("service/batching", "service/runtime", "service/predict")),
-    ("rnnserve: routes and middleware", ("service/api",)),
+    ("rnnserve: JSON and tensor codecs", ("service/edges/http/codec", "service/edges/v2/")),
+    ("rnnserve: sessions and store", ("service/core/sessions", "service/operations/sessions")),
+    ("rnnserve: batching", ("service/core/batching", "service/core/runtime", "service/operations")),
+    ("rnnserve: routes and middleware", ("service/edges/",)),
     ("rnnserve: other", ("service/",)),
     ("event loop and socket I/O (uvloop, C)", ("Runner.run", "asyncio/")),
     ("thread hand-off (executor, locks)", ("concurrent/futures", "threading.py")),
