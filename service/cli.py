@@ -75,10 +75,11 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
-    from service.core.repository import Repository
+    from service.core.repository import Repository, require_repository
     from service.logs import configure_logging
 
     settings = settings_from(args)
+    require_repository(settings.repository)
     configure_logging(settings.log_level, settings.log_format)
     log.info("effective settings", extra={"settings": settings.masked()})
     repository = None
@@ -176,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
         print(
-            f"error: invalid settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}",
-            file=sys.stderr,
+            f"error: invalid setting {field} (RNNSERVE_{field.upper()}): {message}", file=sys.stderr
         )
         return 2
 

@@ -26,7 +26,7 @@ class Metrics:
         )
         self.model_requests = Counter(
             "rnnserve_model_requests",
-            "Inference requests by model and outcome",
+            "Requests (predict or step jobs) run by the model's batchers, by outcome",
             ["model", "version", "kind", "outcome"],
             registry=r,
         )

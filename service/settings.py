@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +16,20 @@ class LogFormat(StrEnum):
 
     JSON = "json"
     TEXT = "text"
+
+
+class LogLevel(StrEnum):
+    """The lowest level logged."""
+
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+    DEBUG = "debug"
+
+
+MEMORY_STORE = "memory"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def _split_csv(value: Any) -> Any:
@@ -52,7 +67,7 @@ class Settings(BaseSettings):
 
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
-    session_store: str = "memory"
+    session_store: str = MEMORY_STORE
     session_ttl_s: float = Field(default=600.0, gt=0)
     max_sessions: int = Field(default=100_000, ge=1)
     max_sessions_per_key: int = Field(default=10_000, ge=1)
@@ -62,7 +77,7 @@ class Settings(BaseSettings):
 
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     access_log: bool = True
-    log_level: str = "info"
+    log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.JSON
 
     @field_validator("providers", "api_keys", mode="before")
@@ -70,13 +85,23 @@ class Settings(BaseSettings):
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("log_level")
+    @field_validator("log_level", mode="before")
     @classmethod
-    def _level(cls, value: str) -> str:
-        level = value.lower()
-        if level not in {"critical", "error", "warning", "info", "debug"}:
-            raise ValueError(f"unknown log level {value!r}")
-        return level
+    def _level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("session_store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if value == MEMORY_STORE:
+            return value
+        if not value.startswith(REDIS_SCHEMES):
+            raise ValueError(f"{value!r} is neither 'memory' nor a redis://host:port/db URL")
+        if importlib.util.find_spec("redis") is None:
+            raise ValueError(
+                "the Redis session store needs the [redis] extra: pip install 'rnnserve[redis]'"
+            )
+        return value
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as printable JSON, secrets masked."""

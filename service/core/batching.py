@@ -150,6 +150,8 @@ class Batcher:
         self._queue_depth = metrics.queue_depth.labels(*labels)
         self._inference_seconds = metrics.inference_seconds.labels(*labels)
         self._batch_size = metrics.batch_size.labels(*labels)
+        self._succeeded = metrics.model_requests.labels(*labels, "success")
+        self._failed = metrics.model_requests.labels(*labels, "failure")
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -227,10 +229,12 @@ class Batcher:
                         self._executor, run_jobs, live, self._runner
                     )
             except Exception as exc:
+                self._failed.inc(len(live))
                 for job in live:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
+            self._succeeded.inc(len(live))
             self._inference_seconds.observe(time.perf_counter() - started)
             self._batch_size.observe(sequences)
             for job, rows in zip(live, results, strict=True):

@@ -160,9 +160,17 @@ def load_version(version_dir: Path, *, providers: list[str], intra_op_threads: i
     return LoadedModel(name, version, card, runner)
 
 
-def _version_dirs(root: Path) -> Iterator[tuple[str, int, Path]]:
+def require_repository(root: Path) -> None:
+    """RepositoryError, saying how to fix it, when `root` is not a directory."""
     if not root.is_dir():
-        raise RepositoryError(f"model repository {root} is not a directory")
+        raise RepositoryError(
+            f"model repository {root} is not a directory; point RNNSERVE_REPOSITORY (or "
+            "--repository) at one, or export a model into it with `rnnserve export`"
+        )
+
+
+def _version_dirs(root: Path) -> Iterator[tuple[str, int, Path]]:
+    require_repository(root)
     # hidden directories are the exporter's atomic-write scratch space
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not re.fullmatch(MODEL_NAME_PATTERN, model_dir.name):

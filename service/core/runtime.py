@@ -70,7 +70,19 @@ class ModelRunner:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise RepositoryError(f"{onnx_path}: onnxruntime cannot load the graph: {exc}") from exc
         self.card = card
-        self.provider: str = self._session.get_providers()[0]
+        actual = self._session.get_providers()
+        self.provider: str = actual[0]
+        if failed := [p for p in providers if p not in actual]:
+            # onnxruntime falls back silently when a provider it lists cannot be created
+            # (CUDA libraries missing, no device): say so, the model now runs elsewhere
+            log.warning(
+                "model %s v%d: execution providers %s could not be created; running on %s",
+                card.name,
+                card.version,
+                ", ".join(failed),
+                self.provider,
+                extra={"model": card.name, "failed_providers": failed, "provider": self.provider},
+            )
         self._output_names = ["y", *(s.output for s in card.states)]
 
     @property

@@ -166,3 +166,36 @@ def test_a_client_that_disconnects_mid_body_is_logged_without_a_traceback(
         time.sleep(0.05)
     assert "client disconnected" in server.log()
     assert "Traceback" not in server.log() and '"exc"' not in server.log()
+
+
+def run_cli(*args: str, hide_redis: bool = False) -> subprocess.CompletedProcess[str]:
+    """`rnnserve ARGS` in a fresh interpreter; `hide_redis` makes the [redis] extra absent."""
+    hide = "import sys; sys.modules['redis'] = None; " if hide_redis else ""
+    code = f"{hide}from service.cli import main; raise SystemExit(main({list(args)!r}))"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "hide_redis", "status", "fragment"),
+    [
+        (("serve", "--repository", "/no/such/dir"), False, 1, "RNNSERVE_REPOSITORY"),
+        (
+            ("serve", "--session-store", "redis://127.0.0.1:6379/0"),
+            True,
+            2,
+            "pip install 'rnnserve[redis]'",
+        ),
+        (("serve", "--session-store", "memcached://x"), False, 2, "RNNSERVE_SESSION_STORE"),
+        (("serve", "--log-level", "chatty"), False, 2, "RNNSERVE_LOG_LEVEL"),
+    ],
+    ids=["missing repository", "redis without the extra", "unknown store", "bad log level"],
+)
+def test_startup_mistakes_end_in_one_line_that_says_the_fix(
+    args: tuple[str, ...], hide_redis: bool, status: int, fragment: str
+) -> None:
+    result = run_cli(*args, hide_redis=hide_redis)
+    assert result.returncode == status, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert fragment in result.stderr and "Traceback" not in result.stderr

@@ -7,9 +7,9 @@ import logging
 from service.core.sessions.memory import MemorySessionStore
 from service.core.sessions.record import SessionRecord
 from service.core.sessions.store import SessionStore
-from service.errors import RnnServeError, StoreUnavailableError
+from service.errors import StoreUnavailableError
 from service.metrics import Metrics
-from service.settings import Settings
+from service.settings import MEMORY_STORE, Settings
 
 __all__ = [
     "MemorySessionStore",
@@ -21,30 +21,24 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-
 
 def open_store(settings: Settings, metrics: Metrics) -> SessionStore:
     """The store named by `settings.session_store`: `memory`, or a Redis URL."""
-    if settings.session_store == "memory":
+    if settings.session_store == MEMORY_STORE:
         return MemorySessionStore(
             max_sessions=settings.max_sessions,
             max_sessions_per_owner=settings.max_sessions_per_key,
             metrics=metrics,
         )
-    if settings.session_store.startswith(REDIS_SCHEMES):
-        # imported here: the redis package is the optional [redis] extra
-        from service.core.sessions.redis_store import redis_store_from
+    # imported here: the redis package is the optional [redis] extra (settings checked it)
+    from service.core.sessions.redis_store import redis_store_from
 
-        return redis_store_from(
-            settings.session_store,
-            max_sessions=settings.max_sessions,
-            max_sessions_per_owner=settings.max_sessions_per_key,
-            timeout_s=settings.store_timeout_s,
-            metrics=metrics,
-        )
-    raise RnnServeError(
-        f"unknown session store {settings.session_store!r}; use 'memory' or redis://host:port/db"
+    return redis_store_from(
+        settings.session_store,
+        max_sessions=settings.max_sessions,
+        max_sessions_per_owner=settings.max_sessions_per_key,
+        timeout_s=settings.store_timeout_s,
+        metrics=metrics,
     )
 
 

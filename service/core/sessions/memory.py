@@ -65,10 +65,6 @@ class MemorySessionStore:
         """The live record or None."""
         return self._live(session_id)
 
-    async def get_many(self, session_ids: list[str]) -> list[SessionRecord | None]:
-        """Several live records, in the order asked."""
-        return [self._live(session_id) for session_id in session_ids]
-
     async def compare_and_set(self, record: SessionRecord, *, expected_seq: int) -> bool:
         """Write `record` if the stored seq is `expected_seq`; moves it to the dict's end."""
         current = self._live(record.session_id)

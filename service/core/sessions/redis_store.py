@@ -141,11 +141,6 @@ class RedisSessionStore:
         """The live record or None (Redis drops a record when its TTL runs out)."""
         return decode_record(session_id, await self._pipe.call("HGETALL", self._key(session_id)))
 
-    async def get_many(self, session_ids: list[str]) -> list[SessionRecord | None]:
-        """Several live records in one round trip, in the order asked."""
-        replies = await self._pipe.call_many([("HGETALL", self._key(i)) for i in session_ids])
-        return [decode_record(i, fields) for i, fields in zip(session_ids, replies, strict=True)]
-
     async def compare_and_set(self, record: SessionRecord, *, expected_seq: int) -> bool:
         """Replace the record whole if its stored seq is `expected_seq`; refreshes its TTL."""
         keys = self._keys(record)

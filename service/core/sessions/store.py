@@ -28,10 +28,6 @@ class SessionStore(Protocol):
         """The live record, or None when it never existed, was deleted or has expired."""
         ...
 
-    async def get_many(self, session_ids: list[str]) -> list[SessionRecord | None]:
-        """`get` for several ids in one round trip, answers in the order asked."""
-        ...
-
     async def compare_and_set(self, record: SessionRecord, *, expected_seq: int) -> bool:
         """Replace the stored record by `record` only if the stored `seq` equals `expected_seq`.
 

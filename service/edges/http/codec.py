@@ -77,7 +77,10 @@ def to_array(raw: Any, *, where: str, what: str) -> np.ndarray[Any, Any]:
         bad = _first_non_number(raw, where)
         if bad is not None:
             raise InvalidInputError(bad)
-        raise InvalidInputError(f"{where}: {what}s of ragged or nested lengths")
+        raise InvalidInputError(
+            f"{where}: ragged or nested lists; {what} holds steps of equal length, each a flat "
+            "list of numbers (or one token id)"
+        )
     return array
 
 

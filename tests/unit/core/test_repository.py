@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 
 from service.core.repository import ModelStatus, Repository
@@ -121,13 +123,19 @@ def test_directories_that_are_not_versions_are_skipped(
     assert [(e.name, e.version) for e in repository.entries()] == [("gru1", 1)]
 
 
-def test_missing_cuda_falls_back_to_cpu(random_repository: RandomRepository) -> None:
-    repository = Repository.load(
-        random_repository.path,
-        providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
-        intra_op_threads=1,
-    )
-    assert repository.get("gru1").runner.provider in {
-        "CUDAExecutionProvider",
-        "CPUExecutionProvider",
-    }
+def test_a_requested_provider_that_is_not_there_is_skipped_with_a_warning(
+    random_repository: RandomRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    cuda_here = "CUDAExecutionProvider" in ort.get_available_providers()
+    with caplog.at_level(logging.WARNING):
+        repository = Repository.load(
+            random_repository.path,
+            providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
+            intra_op_threads=1,
+        )
+    provider = repository.get("gru1").runner.provider
+    if cuda_here:
+        assert provider == "CUDAExecutionProvider"
+    else:
+        assert provider == "CPUExecutionProvider"
+        assert "CUDAExecutionProvider" in caplog.text and "not available" in caplog.text

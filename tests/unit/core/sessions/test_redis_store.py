@@ -134,16 +134,6 @@ async def test_deleting_the_last_session_leaves_no_keys_behind(
     assert keys_under(prefix) == []
 
 
-async def test_get_many_is_one_round_trip(store: RedisSessionStore) -> None:
-    records = [make_record(seed=i) for i in range(10)]
-    for record in records:
-        await store.create(record)
-    before = round_trips(store)
-    got = await store.get_many([r.session_id for r in records])
-    assert [g.session_id for g in got if g is not None] == [r.session_id for r in records]
-    assert round_trips(store) - before == 1
-
-
 async def test_concurrent_calls_share_round_trips(store: RedisSessionStore) -> None:
     records = [make_record(seed=i) for i in range(40)]
     await asyncio.gather(*(store.create(r) for r in records))
@@ -196,7 +186,6 @@ async def test_an_unreachable_redis_raises_store_unavailable(tmp_path: Path) -> 
         calls = [
             store.create(record),
             store.get(record.session_id),
-            store.get_many([record.session_id]),
             store.compare_and_set(advanced(record), expected_seq=0),
             store.delete(record.session_id),
             store.set_alias("a", record.session_id, expires_at=record.expires_at),

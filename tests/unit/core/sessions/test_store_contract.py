@@ -168,19 +168,6 @@ async def test_unknown_ids_read_as_none(store: SessionStore) -> None:
     assert await store.delete(new_session_id()) is False
 
 
-async def test_get_many_answers_in_the_order_asked_with_none_for_missing(
-    store: SessionStore,
-) -> None:
-    first, second = make_record(seed=1), make_record(seed=2)
-    await store.create(first)
-    await store.create(second)
-    got = await store.get_many([second.session_id, new_session_id(), first.session_id])
-    assert got[1] is None
-    assert_same_record(got[0], second)
-    assert_same_record(got[2], first)
-    assert await store.get_many([]) == []
-
-
 async def test_compare_and_set_applies_only_at_the_expected_seq(store: SessionStore) -> None:
     record = make_record()
     await store.create(record)
