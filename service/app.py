@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -24,9 +25,15 @@ sessions that carry every recurrent state."""
 HOT_ROUTES: tuple[HotRoute, ...] = (models.PREDICT, sessions.STEPS, v2.INFER, v2.INFER_PINNED)
 
 
-def create_app(settings: Settings, *, repository: Repository | None = None) -> FastAPI:
-    """Build the app; the engine starts in the lifespan (pass `repository` to skip loading)."""
-    engine = Engine(settings, repository=repository)
+def create_app(
+    settings: Settings,
+    *,
+    repository: Repository | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """Build the app; the engine starts in the lifespan (pass `repository` to skip loading;
+    `clock` is the sessions' wall clock, epoch seconds, for tests to move by hand)."""
+    engine = Engine(settings, repository=repository, clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -36,8 +38,15 @@ class ModelWorkers:
 class Engine:
     """Everything a request needs, built once per app from the settings."""
 
-    def __init__(self, settings: Settings, *, repository: Repository | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        repository: Repository | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
+        self._clock = clock
         self.metrics = Metrics()
         self.limits = Limits(max_sequences=settings.max_sequences, max_steps=settings.max_steps)
         self._preloaded = repository
@@ -87,9 +96,10 @@ class Engine:
         self._sessions = SessionManager(
             models=repository,
             runner=self,
-            store=open_store(s, self.metrics),
+            store=open_store(s, self.metrics, clock=self._clock),
             settings=SessionSettings(ttl_s=s.session_ttl_s, max_steps=s.max_steps),
             metrics=self.metrics,
+            clock=self._clock,
         )
         self._sessions.start()
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.support.app import Harness, cpu_settings, running_app
+from tests.support.clock import ManualClock
 from tests.support.models import RandomRepository
 from tests.support.reference import assert_close, card_of, random_state, random_steps, run_alone
 
@@ -256,11 +257,12 @@ async def test_exported_state_continues_the_stream_in_a_new_session(
 
 async def test_idle_sessions_expire_after_the_ttl(random_repository: RandomRepository) -> None:
     settings = cpu_settings(random_repository.path, session_ttl_s=0.25)
-    async with running_app(settings) as app:
+    clock = ManualClock()
+    async with running_app(settings, clock=clock) as app:
         busy = await open_session(app.client)
         idle = await open_session(app.client)
         for seq in range(4):  # steps refresh the idle TTL
-            await asyncio.sleep(0.1)
+            clock.advance(0.1)
             response = await app.client.post(
                 f"/v1/sessions/{busy}/steps", json={"seq": seq, "inputs": [STEP]}
             )

@@ -14,7 +14,8 @@ from service.edges.v2.contract import parse_sequence_control
 from service.errors import InvalidInputError
 from service.metrics import Metrics
 from service.operations.infer import alias_of
-from tests.support.app import app_client, cpu_settings
+from tests.support.app import app_client, cpu_settings, running_app
+from tests.support.clock import ManualClock
 from tests.support.models import RANDOM_MODELS, RandomRepository
 from tests.support.reference import assert_close, card_of, run_alone
 from tests.support.v2 import input_name, json_tensor, random_batch, random_states
@@ -177,7 +178,9 @@ async def test_v2_sequences_are_v1_sessions_with_their_limits_and_ttl(
 ) -> None:
     settings = cpu_settings(random_repository.path, max_sessions=1, session_ttl_s=0.3)
     x = {"x": np.ones((1, 1, 2), np.float32)}
-    async for client in app_client(settings):
+    clock = ManualClock()
+    async with running_app(settings, clock=clock) as app:
+        client = app.client
         assert (
             await step(client, "gru1", x, sequence_id=1, sequence_start=True)
         ).status_code == 200
@@ -185,7 +188,7 @@ async def test_v2_sequences_are_v1_sessions_with_their_limits_and_ttl(
         assert full.status_code == 429
         too_many = await step(client, "gru1", x, sequence_id=2, sequence_start=True)
         assert too_many.status_code == 429
-        await asyncio.sleep(0.6)
+        clock.advance(0.6)
         expired = await step(client, "gru1", x, sequence_id=1)
         assert expired.status_code == 400 and "unknown or has ended" in expired.json()["error"]
 

@@ -7,7 +7,8 @@ routes directly with ASGI messages; REST and WebSocket calls then share one app 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,9 +123,11 @@ class Harness:
 
 
 @asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[Harness]:
+async def running_app(
+    settings: Settings, *, clock: Callable[[], float] = time.time
+) -> AsyncIterator[Harness]:
     """Start the app (lifespan on) and hand out a harness over it."""
-    app = create_app(settings)
+    app = create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://rnnserve") as client:

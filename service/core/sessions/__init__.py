@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from service.core.sessions.memory import MemorySessionStore
 from service.core.sessions.record import SessionRecord
@@ -22,13 +24,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def open_store(settings: Settings, metrics: Metrics) -> SessionStore:
-    """The store named by `settings.session_store`: `memory`, or a Redis URL."""
+def open_store(
+    settings: Settings, metrics: Metrics, *, clock: Callable[[], float] = time.time
+) -> SessionStore:
+    """The store named by `settings.session_store`: `memory` (on `clock`), or a Redis URL
+    (Redis expires keys on its own clock)."""
     if settings.session_store == MEMORY_STORE:
         return MemorySessionStore(
             max_sessions=settings.max_sessions,
             max_sessions_per_owner=settings.max_sessions_per_key,
             metrics=metrics,
+            clock=clock,
         )
     # imported here: the redis package is the optional [redis] extra (settings checked it)
     from service.core.sessions.redis_store import redis_store_from
