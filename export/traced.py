@@ -9,7 +9,7 @@ carried when streaming, and the graph's `seq_lens` reach every recurrent call.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -234,18 +234,18 @@ class _GraphSignature(nn.Module):
 
 
 @dataclass(frozen=True)
-class TracedModel:
-    """The traced graph, its contract and the torch reference it must match."""
+class TracedPlan:
+    """The traced graph's contract, the torch reference it must match, and how to build it."""
 
-    model_bytes: bytes
     io: GraphIO
     reference: Reference
+    build: Callable[[], bytes]
 
 
-def export_traced(
+def plan_traced(
     module: nn.Module, *, kind: InputKind, signature: Signature, seq_first: bool | None
-) -> TracedModel:
-    """Export `module` by tracing its forward with the recurrent layers swapped."""
+) -> TracedPlan:
+    """Plan the export of `module` by tracing its forward with the recurrent layers swapped."""
     recurrent = [m for m in module.modules() if isinstance(m, nn.RNNBase)]
     batch_first = (not seq_first) if seq_first is not None else recurrent[0].batch_first
     calls = find_calls(module, kind, signature, batch_first)
@@ -263,19 +263,18 @@ def export_traced(
         method="traced",
         embedding_dim=embedding.embedding_dim if kind.tokens and embedding else None,
     )
-    slots = _Slots(calls)
-    wrapper = _GraphSignature(module, slots, signature, batch_first, head)
-    with eval_mode(module), _swapped(module, calls, slots):
-        model_bytes = export_graph(wrapper, module, io, dynamic_seq=True)
-    return TracedModel(model_bytes, io, _reference(module, calls, signature, batch_first, head))
+
+    def build() -> bytes:
+        slots = _Slots(calls)
+        wrapper = _GraphSignature(module, slots, signature, batch_first, head)
+        with eval_mode(module), _swapped(module, calls, slots):
+            return export_graph(wrapper, module, io, dynamic_seq=True)
+
+    return TracedPlan(io, recurrent_reference(module, calls, signature, batch_first), build)
 
 
-def _reference(
-    module: nn.Module,
-    calls: list[RecurrentCall],
-    signature: Signature,
-    batch_first: bool,
-    head: Head,
+def recurrent_reference(
+    module: nn.Module, calls: list[RecurrentCall], signature: Signature, batch_first: bool
 ) -> Reference:
     """The module's own forward, each recurrent call started from the given state."""
 
@@ -309,7 +308,7 @@ def _reference(
             for handle in handles:
                 handle.remove()
         y = first_tensor(out)
-        if head is not Head.PER_SEQUENCE and not batch_first:
+        if y.ndim == 3 and not batch_first:
             y = y.transpose(0, 1)
         flat = tuple(s.numpy() for end in ends for s in end)
         return Outputs(y.numpy(), flat)
