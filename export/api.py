@@ -123,9 +123,7 @@ def recheck_parity(
     )
     expected = structure_fields(route.io)
     differences = [
-        f"{key} {expected[key]!r} vs card {card.get(key)!r}"
-        for key in expected
-        if _comparable(expected[key]) != _comparable(card.get(key))
+        line for key in expected for line in _differences(key, expected[key], card.get(key))
     ]
     if differences:
         raise ExportError(f"the module does not match {directory}: {'; '.join(differences)}")
@@ -157,17 +155,20 @@ def _as_format_2(card: dict[str, Any], directory: Path) -> dict[str, Any]:
     return card
 
 
-def _comparable(value: Any) -> Any:
-    """Layer names are informational: a checkpoint's module may name its layers differently."""
-    if isinstance(value, list) and value and isinstance(value[0], dict) and "kind" in value[0]:
-        return [{k: v for k, v in layer.items() if k != "name"} for layer in value]
-    return value
-
-
-def _normalization_from_card(value: Any) -> Normalization | None:
-    if value is None:
-        return None
-    try:
-        return Normalization(**value)
-    except TypeError as exc:
-        raise RepositoryError(f"the card's normalization is malformed: {describe(exc)}") from exc
+def _differences(path: str, mine: Any, theirs: Any) -> list[str]:
+    """`path value vs card value` for each leaf that differs; layer names are informational
+    (a checkpoint's module may call its layers otherwise)."""
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        return [
+            line
+            for key in mine
+            if key != "name" or not path.startswith("layers")
+            for line in _differences(f"{path}.{key}", mine[key], theirs.get(key))
+        ]
+    if isinstance(mine, list) and isinstance(theirs, list) and len(mine) == len(theirs):
+        return [
+            line
+            for i, (a, b) in enumerate(zip(mine, theirs, strict=True))
+            for line in _differences(f"{path}[{i}]", a, b)
+        ]
+    return [] if mine == theirs else [f"{path} {mine!r} vs card {theirs!r}"]

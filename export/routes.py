@@ -18,6 +18,7 @@ from export.introspect import RecurrentSpec, introspect
 from export.model_io import GraphIO, Head, LayerInfo, Reference, StateTensor
 from export.onnx_export import Normalization, build_onnx, state_io
 from export.probe import InputKind, Signature, find_input, read_signature
+from export.scan import plan_scan
 from export.traced import RecurrentCall, plan_traced, recurrent_reference
 from export.verify import TOLERANCE, open_session, run_graph
 
@@ -107,10 +108,8 @@ def choose_route(
     if any(isinstance(m, nn.RNNBase) for m in module.modules()):
         traced = plan_traced(module, kind=kind, signature=signature, seq_first=seq_first)
         return Route(_relabel(traced.io, head), traced.reference, traced.build)
-    raise UnsupportedModuleError(
-        f"found no recurrent layer or cell in {type(module).__name__}; supported: nn.RNN, nn.LSTM "
-        "or nn.GRU layers anywhere in forward, or cells stepped over time"
-    )
+    scan = plan_scan(module, kind=kind, signature=signature, seq_first=seq_first)
+    return Route(_relabel(scan.io, head), scan.reference, scan.build)
 
 
 def _relabel(io: GraphIO, head: str | None) -> GraphIO:

@@ -101,7 +101,7 @@ def test_parity_refuses_a_checkpoint_of_another_shape(
     torch.save(TutorialRNN(hidden_size=4).state_dict(), other)
     argv = ["parity", str(tmp_path / "tutorial" / "1"), "--module", TUTORIAL]
     assert main([*argv, "--checkpoint", str(other), "--init-kwargs", '{"hidden_size": 4}']) == 1
-    assert "hidden_size 4 vs card 5" in capsys.readouterr().err
+    assert "layers[0].hidden_size 4 vs card 5" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
