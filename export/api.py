@@ -11,13 +11,20 @@ from typing import Any
 from torch import nn
 
 from export.card import CARD_FORMAT, build_card, check_annotations, structure_fields
-from export.errors import ExportError, RepositoryError, describe
+from export.errors import (
+    ExportError,
+    ParityError,
+    RepositoryError,
+    UnsupportedModuleError,
+    describe,
+)
 from export.introspect import Head
 from export.loading import load_user_module
 from export.onnx_export import Normalization
-from export.properties import measure
+from export.properties import Properties, measure
+from export.refusal import source_of
 from export.repository import MODEL_FILE, read_card, resolve_version, write_version
-from export.routes import choose_route
+from export.routes import Route, choose_route
 from export.verify import ParityReport, check_dynamic_axes, check_parity, open_session
 
 __all__ = [
@@ -63,25 +70,23 @@ def export_module(
     subclass, with nothing written, when any step fails.
     """
     version = resolve_version(repository, name, version, force=force)
-    route = choose_route(
-        module,
-        head=None if head is None else str(Head(head).value if isinstance(head, Head) else head),
-        normalization=normalization,
-        lengths_arg=lengths_arg,
-        seq_first=seq_first,
-    )
+    options: dict[str, Any] = {
+        "head": None if head is None else Head(head).value,
+        "normalization": normalization,
+        "lengths_arg": lengths_arg,
+        "seq_first": seq_first,
+    }
+    route = choose_route(module, **options)
     check_annotations(route.io, labels=labels, feature_names=feature_names)
-    model_bytes = route.build()
-    session = open_session(model_bytes)
-    check_dynamic_axes(session, route.io)
-    properties = measure(session, route.io)
-    parity = check_parity(
-        route.io,
-        route.reference,
-        session,
-        normalization=normalization,
-        padding_safe=properties.padding_safe,
-    )
+    try:
+        model_bytes, properties, parity = _build_and_check(route, module, normalization)
+    except ParityError:
+        if route.io.method != "template":
+            raise
+        # The template looked right on a probe but not on the grid (forward branches, say):
+        # the traced route follows forward itself, or names what it cannot follow.
+        route = choose_route(module, **options, template=False)
+        model_bytes, properties, parity = _build_and_check(route, module, normalization)
     card = build_card(
         route.io,
         name=name,
@@ -99,6 +104,34 @@ def export_module(
         repository, name=name, version=version, model_bytes=model_bytes, card=card, force=force
     )
     return ExportResult(path=path, card=card, parity=parity)
+
+
+def _build_and_check(
+    route: Route, module: nn.Module, normalization: Normalization | None
+) -> tuple[bytes, Properties, ParityReport]:
+    """Build the graph, measure its properties and check parity; a scan graph that misses
+    parity is refused with the reason the decomposition failed."""
+    model_bytes = route.build()
+    session = open_session(model_bytes)
+    check_dynamic_axes(session, route.io)
+    properties = measure(session, route.io)
+    try:
+        parity = check_parity(
+            route.io,
+            route.reference,
+            session,
+            normalization=normalization,
+            padding_safe=properties.padding_safe,
+        )
+    except ParityError as exc:
+        if route.io.method != "scan":
+            raise
+        raise UnsupportedModuleError(
+            f"the loop over time in {source_of(module)} is not one cell step repeated: the "
+            "one-step graph scanned over time does not reproduce forward, so the loop's body is "
+            f"not the same at every step or the output mixes time steps ({exc})"
+        ) from exc
+    return model_bytes, properties, parity
 
 
 def recheck_parity(
@@ -120,6 +153,7 @@ def recheck_parity(
         normalization=normalization,
         lengths_arg=lengths_arg,
         seq_first=seq_first,
+        template=card.get("export_method") == "template",
     )
     expected = structure_fields(route.io)
     differences = [

@@ -85,12 +85,14 @@ def choose_route(
     normalization: Normalization | None,
     lengths_arg: str | None,
     seq_first: bool | None,
+    template: bool = True,
 ) -> Route:
-    """The route for `module`; raises UnsupportedModuleError when none applies."""
+    """The route for `module` (`template=False` skips the template); raises
+    UnsupportedModuleError when none applies."""
     if not isinstance(module, nn.Module):
         raise UnsupportedModuleError(f"expected a torch nn.Module, got {type(module).__name__}")
     signature = read_signature(module, lengths_arg)
-    if signature == _NO_ARGS and seq_first is None:
+    if template and signature == _NO_ARGS and seq_first is None:
         try:
             spec = introspect(module, head=head)
         except UnsupportedModuleError:

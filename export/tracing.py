@@ -4,8 +4,11 @@ with failures turned into one-line refusals naming the construct and the user's 
 from __future__ import annotations
 
 import io as _io
+import logging
 import re
-from contextlib import redirect_stderr, redirect_stdout
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from typing import Any
 
 import onnx
@@ -43,9 +46,8 @@ def export_graph(wrapper: nn.Module, module: nn.Module, io: GraphIO, *, dynamic_
         "seq_lens": {0: batch},
         "states": tuple({1: batch} for _ in io.states),
     }
-    quiet = _io.StringIO()
     try:
-        with redirect_stdout(quiet), redirect_stderr(quiet):
+        with _quiet():
             program = torch.export.export(wrapper, example, dynamic_shapes=dynamic, strict=False)
     except UnsupportedModuleError:
         raise
@@ -54,7 +56,7 @@ def export_graph(wrapper: nn.Module, module: nn.Module, io: GraphIO, *, dynamic_
     names_in = [io.input_name, "seq_lens", *(s.input for s in io.states)]
     names_out = ["y", *(s.output for s in io.states)]
     try:
-        with redirect_stdout(quiet), redirect_stderr(quiet):
+        with _quiet():
             onnx_program = torch.onnx.export(
                 program,
                 dynamo=True,
@@ -72,6 +74,25 @@ def export_graph(wrapper: nn.Module, module: nn.Module, io: GraphIO, *, dynamic_
     model = onnx_program.model_proto
     _name_axes(model, dynamic_seq)
     return model.SerializeToString()
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """torch.export and the ONNX exporter report progress, warnings and log lines; failures
+    reach the user as one refusal line instead."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with (
+            warnings.catch_warnings(),
+            redirect_stdout(_io.StringIO()),
+            redirect_stderr(_io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _name_axes(model: onnx.ModelProto, dynamic_seq: bool) -> None:
