@@ -206,3 +206,12 @@ def _differences(path: str, mine: Any, theirs: Any) -> list[str]:
             for line in _differences(f"{path}[{i}]", a, b)
         ]
     return [] if mine == theirs else [f"{path} {mine!r} vs card {theirs!r}"]
+
+
+def _normalization_from_card(value: Any) -> Normalization | None:
+    if value is None:
+        return None
+    try:
+        return Normalization(**value)
+    except TypeError as exc:
+        raise RepositoryError(f"the card's normalization is malformed: {describe(exc)}") from exc

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from export.errors import UnsupportedModuleError, describe
 from export.refusal import source_of
@@ -151,6 +152,34 @@ def call(
     if signature is not None and signature.required_state_arg is not None:
         kwargs[signature.required_state_arg] = state
     return module(inputs, **kwargs)
+
+
+_VALUE_READS = frozenset(
+    {
+        torch.Tensor.__bool__,
+        torch.Tensor.__int__,
+        torch.Tensor.__float__,
+        torch.Tensor.__index__,
+        torch.Tensor.item,
+        torch.Tensor.tolist,
+    }
+)
+
+
+class ValueReads(TorchFunctionMode):
+    """Counts the times code turns a tensor's value into a Python value (an `if` on a tensor,
+    `.item()`): forward then depends on data in a way no fixed graph follows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+    ) -> Any:
+        if func in _VALUE_READS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
 
 
 def first_tensor(out: Any) -> torch.Tensor:

@@ -17,7 +17,7 @@ from export.errors import ExportError, UnsupportedModuleError
 from export.introspect import RecurrentSpec, introspect
 from export.model_io import GraphIO, Head, LayerInfo, Reference, StateTensor
 from export.onnx_export import Normalization, build_onnx, state_io
-from export.probe import InputKind, Signature, find_input, read_signature
+from export.probe import InputKind, Signature, ValueReads, find_input, read_signature
 from export.scan import plan_scan
 from export.traced import RecurrentCall, plan_traced, recurrent_reference
 from export.verify import TOLERANCE, open_session, run_graph
@@ -67,13 +67,17 @@ def template_route(module: nn.Module, spec: RecurrentSpec, normalization: Normal
     return Route(io, reference, lambda: build_onnx(spec, normalization=normalization).SerializeToString())
 
 
-def _template_fits(route: Route) -> bool:
-    """A quick look before the full parity grid: does the template reproduce the module?"""
+def _template_fits(route: Route, normalization: Normalization | None) -> bool:
+    """A quick look before the full parity grid: does the template reproduce the module, and
+    does forward follow no tensor's value (the template would keep one branch silently)?"""
     rng = np.random.default_rng(3)
     inputs = route.io.random_inputs(rng, 2, 5)
     session = open_session(route.build())
-    graph = run_graph(session, route.io, None, inputs, np.full(2, 5, np.int32), None)
-    ref = route.reference(inputs, None)
+    graph = run_graph(session, route.io, normalization, inputs, np.full(2, 5, np.int32), None)
+    with ValueReads() as reads:
+        ref = route.reference(inputs, None)
+    if reads.count:
+        return False
     y = graph.y if ref.y.ndim == 3 else graph.y[:, -1]
     return y.shape == ref.y.shape and bool(np.abs(y - ref.y).max() <= TOLERANCE)
 
@@ -99,7 +103,7 @@ def choose_route(
             spec = None
         if spec is not None:
             route = template_route(module, spec, normalization)
-            if _template_fits(route):
+            if _template_fits(route, normalization):
                 return route
     if normalization is not None:
         raise ExportError(

@@ -14,8 +14,8 @@ import torch
 
 from export.cli import main
 from service.card import ModelCard
+from tests.export.fixtures.refused import FeedForward
 from tests.export.fixtures.tutorial import TutorialRNN
-from tests.export.fixtures.unsupported import TwoRecurrent
 
 ROOT = Path(__file__).resolve().parents[2]
 TUTORIAL = "tests/export/fixtures/tutorial.py:TutorialRNN"
@@ -125,14 +125,13 @@ def test_bad_init_kwargs_give_a_one_line_error(
 def test_unsupported_module_gives_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    torch.save(TwoRecurrent().state_dict(), tmp_path / "two.pt")
-    argv = ["export", "--module", "tests/export/fixtures/unsupported.py:TwoRecurrent"]
-    argv += ["--checkpoint", str(tmp_path / "two.pt"), "--name", "two"]
+    torch.save(FeedForward().state_dict(), tmp_path / "ff.pt")
+    argv = ["export", "--module", "tests/export/fixtures/refused.py:FeedForward"]
+    argv += ["--checkpoint", str(tmp_path / "ff.pt"), "--name", "ff"]
     assert main([*argv, "--repository", str(tmp_path)]) == 1
-    assert capsys.readouterr().err == (
-        "error: found 2 recurrent layers: rnn1 (LSTM), rnn2 (GRU); "
-        "supported: exactly one, use num_layers to stack\n"
-    )
+    err = capsys.readouterr().err
+    assert err.startswith("error: found no recurrent layer or cell in FeedForward (")
+    assert "tests/export/fixtures/refused.py:" in err and err.count("\n") == 1
 
 
 def test_train_hands_its_arguments_to_export_demos(monkeypatch: pytest.MonkeyPatch) -> None:
