@@ -51,7 +51,7 @@ def check_annotations(
 def graph_opset(model_bytes: bytes) -> int:
     """The default-domain opset the graph imports."""
     model = onnx.load_from_string(model_bytes)
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def build_card(

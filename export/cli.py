@@ -125,9 +125,7 @@ def _describe_card(card: dict[str, Any]) -> str:
         "streamable" if card["streamable"] else f"not streamable ({card['not_streamable_reason']})"
     )
     padding = "padding-safe" if card["padding_safe"] else "not padding-safe"
-    return (
-        f"{card['export_method']}: head {card['head']}, states {states}; {stream}; {padding}"
-    )
+    return f"{card['export_method']}: head {card['head']}, states {states}; {stream}; {padding}"
 
 
 def _describe_parity(report: ParityReport) -> str:

@@ -20,7 +20,7 @@ Array = npt.NDArray[Any]
 
 
 class Head(StrEnum):
-    """What `y` holds: an answer per step (read at the last valid one or not), or one per sequence."""
+    """What `y` holds: an answer per step (read at the last valid one or not), or one per row."""
 
     PER_STEP = "per_step"
     LAST_STEP = "last_step"
@@ -137,5 +137,7 @@ def state_tensors(
     if len(owners) == 1:
         return tuple(StateTensor(s, rows, width) for s, rows, width in owners[0][1])
     return tuple(
-        StateTensor(f"{path}.{s}", rows, width) for path, specs in owners for s, rows, width in specs
+        StateTensor(f"{path}.{s}", rows, width)
+        for path, specs in owners
+        for s, rows, width in specs
     )

@@ -29,7 +29,6 @@ SEQ = "seq"
 _OP_TYPE = {Cell.RNN: "RNN", Cell.LSTM: "LSTM", Cell.GRU: "GRU"}
 
 
-
 @dataclass(frozen=True)
 class Affine:
     """One side of a normalisation: mean and std per feature."""

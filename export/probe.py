@@ -112,9 +112,7 @@ def find_input(module: nn.Module, signature: Signature) -> InputKind:
     return _first_that_runs(module, seen, signature)
 
 
-def _first_that_runs(
-    module: nn.Module, kinds: list[InputKind], signature: Signature
-) -> InputKind:
+def _first_that_runs(module: nn.Module, kinds: list[InputKind], signature: Signature) -> InputKind:
     if not kinds:
         raise UnsupportedModuleError(
             f"found no recurrent layer or cell in {type(module).__name__} ({source_of(module)}); "
@@ -174,9 +172,7 @@ class ValueReads(TorchFunctionMode):
         super().__init__()
         self.count = 0
 
-    def __torch_function__(
-        self, func: Any, types: Any, args: Any = (), kwargs: Any = None
-    ) -> Any:
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         if func in _VALUE_READS:
             self.count += 1
         return func(*args, **(kwargs or {}))

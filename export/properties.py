@@ -43,7 +43,7 @@ def measure(session: ort.InferenceSession, io: GraphIO) -> Properties:
         reason = (
             f"fed in chunks of {split} steps while carrying every state, its outputs differ from "
             f"one run over the same steps by {streamed_error:.2g}: its answer depends on more "
-            "than the carried state (pooling over time, for example)"
+            "than the carried state, as pooling over time does"
         )
     return Properties(
         streamable=reason is None,
@@ -89,7 +89,9 @@ def _padding_error(session: ort.InferenceSession, io: GraphIO, rng: np.random.Ge
     batched = run_graph(session, io, None, inputs, lengths, initial)
     error = 0.0
     for i, length in enumerate(lengths):
-        alone = _run(session, io, inputs[i : i + 1, :length], tuple(s[:, i : i + 1] for s in initial))
+        alone = _run(
+            session, io, inputs[i : i + 1, :length], tuple(s[:, i : i + 1] for s in initial)
+        )
         if io.head is Head.PER_SEQUENCE:
             error = max(error, _max_abs(batched.y[i], alone.y[0]))
         else:
@@ -99,7 +101,9 @@ def _padding_error(session: ort.InferenceSession, io: GraphIO, rng: np.random.Ge
     return error
 
 
-def _run(session: ort.InferenceSession, io: GraphIO, inputs: Array, states: tuple[Array, ...]) -> Outputs:
+def _run(
+    session: ort.InferenceSession, io: GraphIO, inputs: Array, states: tuple[Array, ...]
+) -> Outputs:
     lengths = np.full(inputs.shape[0], inputs.shape[1], dtype=np.int32)
     return run_graph(session, io, None, inputs, lengths, states)
 

@@ -180,7 +180,8 @@ def _direction(w: Any) -> str:
 
 def _flat(y: Any) -> Any:
     # ONNX Y is [T, dirs, B, H]; callers want each step's directions side by side.
-    return op.Reshape(op.Transpose(y, perm=[0, 2, 1, 3]), op.Constant(value_ints=[0, 0, -1]))
+    shape = op.Constant(value_ints=[0, 0, -1])
+    return op.Reshape(op.Transpose(y, perm=[0, 2, 1, 3]), shape)  # type: ignore[arg-type]
 
 
 def _rnn_onnx(x, w, r, b, seq_lens, h0, activation: str):  # type: ignore[no-untyped-def]
@@ -190,7 +191,7 @@ def _rnn_onnx(x, w, r, b, seq_lens, h0, activation: str):  # type: ignore[no-unt
         w,
         r,
         b,
-        op.Cast(seq_lens, to=6),
+        op.Cast(seq_lens, to=6),  # type: ignore[arg-type]
         h0,
         hidden_size=hidden,
         direction=_direction(w),
@@ -205,7 +206,7 @@ def _gru_onnx(x, w, r, b, seq_lens, h0):  # type: ignore[no-untyped-def]
         w,
         r,
         b,
-        op.Cast(seq_lens, to=6),
+        op.Cast(seq_lens, to=6),  # type: ignore[arg-type]
         h0,
         hidden_size=r.shape[-1],
         direction=_direction(w),
@@ -220,7 +221,7 @@ def _lstm_onnx(x, w, r, b, seq_lens, h0, c0):  # type: ignore[no-untyped-def]
         w,
         r,
         b,
-        op.Cast(seq_lens, to=6),
+        op.Cast(seq_lens, to=6),  # type: ignore[arg-type]
         h0,
         c0,
         hidden_size=r.shape[-1],

@@ -34,7 +34,9 @@ class Route:
     build: Callable[[], bytes]
 
 
-def template_route(module: nn.Module, spec: RecurrentSpec, normalization: Normalization | None) -> Route:
+def template_route(
+    module: nn.Module, spec: RecurrentSpec, normalization: Normalization | None
+) -> Route:
     """The template graph for a module that introspect accepted."""
     kind = InputKind(
         tokens=spec.takes_tokens,
@@ -64,7 +66,9 @@ def template_route(module: nn.Module, spec: RecurrentSpec, normalization: Normal
     reference = recurrent_reference(
         module, [RecurrentCall(spec.rnn_name, rnn)], _NO_ARGS, spec.batch_first
     )
-    return Route(io, reference, lambda: build_onnx(spec, normalization=normalization).SerializeToString())
+    return Route(
+        io, reference, lambda: build_onnx(spec, normalization=normalization).SerializeToString()
+    )
 
 
 def _template_fits(route: Route, normalization: Normalization | None) -> bool:

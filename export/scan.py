@@ -102,7 +102,12 @@ def _record_calls(
     sample = kind.sample(_PROBE_BATCH, seq)
     try:
         with eval_mode(module):
-            call(module, sample if batch_first else sample.transpose(0, 1), _lengths(sample), signature)
+            call(
+                module,
+                sample if batch_first else sample.transpose(0, 1),
+                _lengths(sample),
+                signature,
+            )
     finally:
         for handle in handles:
             handle.remove()
@@ -143,9 +148,7 @@ def _as_cell(path: str, sub: nn.Module, record: _Record) -> Cell | None:
     return None
 
 
-def find_cells(
-    module: nn.Module, kind: InputKind, signature: Signature
-) -> tuple[list[Cell], bool]:
+def find_cells(module: nn.Module, kind: InputKind, signature: Signature) -> tuple[list[Cell], bool]:
     """The cells (called once per step, fed their own state) and whether input is batch-first."""
     paths = {sub: name for name, sub in module.named_modules()}
     for batch_first in (True, False):
@@ -188,7 +191,9 @@ def _detect_head(
         for seq in _PROBE_SEQS:
             sample = kind.sample(_PROBE_BATCH, seq)
             laid_out = sample if batch_first else sample.transpose(0, 1)
-            shapes.append(tuple(first_tensor(call(module, laid_out, _lengths(sample), signature)).shape))
+            shapes.append(
+                tuple(first_tensor(call(module, laid_out, _lengths(sample), signature)).shape)
+            )
     seq_axis = 1 if batch_first else 0
     if all(len(s) == 3 and s[seq_axis] == seq for s, seq in zip(shapes, _PROBE_SEQS, strict=True)):
         return Head.PER_STEP, shapes[0][2]
@@ -246,7 +251,14 @@ def _injected(
 class _StepSignature(nn.Module):
     """`(inputs [B, 1, ...], seq_lens, *states [1, B, W]) -> (y_t [B, O], *states')`."""
 
-    def __init__(self, module: nn.Module, cells: list[Cell], signature: Signature, batch_first: bool, head: Head) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        cells: list[Cell],
+        signature: Signature,
+        batch_first: bool,
+        head: Head,
+    ) -> None:
         super().__init__()
         self.module = module
         self.cells = cells
@@ -274,7 +286,9 @@ class ScanPlan:
     build: Callable[[], bytes]
 
 
-def plan_scan(module: nn.Module, *, kind: InputKind, signature: Signature, seq_first: bool | None) -> ScanPlan:
+def plan_scan(
+    module: nn.Module, *, kind: InputKind, signature: Signature, seq_first: bool | None
+) -> ScanPlan:
     """Plan the export of a module that steps recurrent cells over time."""
     cells, batch_first = find_cells(module, kind, signature)
     if seq_first is not None:
@@ -306,7 +320,9 @@ def plan_scan(module: nn.Module, *, kind: InputKind, signature: Signature, seq_f
     return ScanPlan(io, _reference(module, cells, signature, batch_first), build)
 
 
-def _reference(module: nn.Module, cells: list[Cell], signature: Signature, batch_first: bool) -> Reference:
+def _reference(
+    module: nn.Module, cells: list[Cell], signature: Signature, batch_first: bool
+) -> Reference:
     def run(inputs: Array, states: tuple[Array, ...] | None) -> Outputs:
         x = torch.from_numpy(inputs)
         given = None if states is None else [torch.from_numpy(s[0]) for s in states]

@@ -9,7 +9,7 @@ import onnx.inliner
 from onnx import TensorProto, helper, numpy_helper
 
 from export.errors import ExportError, describe
-from export.model_io import GraphIO, Head
+from export.model_io import GraphIO
 
 _PREFIX = "step/"
 
@@ -24,7 +24,10 @@ def _renamed(step: onnx.GraphProto, names: dict[str, str]) -> list[onnx.NodeProt
 
     nodes = []
     for node in step.node:
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        if any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+            for a in node.attribute
+        ):
             raise ExportError(f"the one-step graph holds a {node.op_type} with a subgraph")
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
@@ -56,7 +59,11 @@ def scan_over_time(step_bytes: bytes, io: GraphIO) -> bytes:
     next_states = []
     for s in io.states:
         new = names.get(s.output, _PREFIX + s.output)
-        body_nodes.append(helper.make_node("Where", ["body/mask", new, names.get(s.input, "")], [f"next/{s.name}"]))
+        body_nodes.append(
+            helper.make_node(
+                "Where", ["body/mask", new, names.get(s.input, "")], [f"next/{s.name}"]
+            )
+        )
         next_states.append(f"next/{s.name}")
     body_nodes.append(helper.make_node("Identity", [names.get("y", _PREFIX + "y")], ["body/y_t"]))
     initializers = []
@@ -105,18 +112,29 @@ def scan_over_time(step_bytes: bytes, io: GraphIO) -> bytes:
         ),
     ]
     features = [] if io.input.tokens else [io.input.size]
-    y_shape = ["batch", "seq", io.output_size] if io.head is not Head.PER_SEQUENCE else ["batch", io.output_size]
+    # A scan answers at every step (per_step, or last_step read at each sequence's end).
+    y_shape: list[str | int] = ["batch", "seq", io.output_size]
     graph = helper.make_graph(
         nodes,
         "rnnserve",
         [
             helper.make_tensor_value_info(io.input_name, input_type, ["batch", "seq", *features]),
             helper.make_tensor_value_info("seq_lens", TensorProto.INT32, ["batch"]),
-            *(helper.make_tensor_value_info(s.input, TensorProto.FLOAT, [s.rows, "batch", s.width]) for s in io.states),
+            *(
+                helper.make_tensor_value_info(
+                    s.input, TensorProto.FLOAT, [s.rows, "batch", s.width]
+                )
+                for s in io.states
+            ),
         ],
         [
             helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape),
-            *(helper.make_tensor_value_info(s.output, TensorProto.FLOAT, [s.rows, "batch", s.width]) for s in io.states),
+            *(
+                helper.make_tensor_value_info(
+                    s.output, TensorProto.FLOAT, [s.rows, "batch", s.width]
+                )
+                for s in io.states
+            ),
         ],
         outer,
     )
@@ -130,4 +148,5 @@ def scan_over_time(step_bytes: bytes, io: GraphIO) -> bytes:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         raise ExportError(f"the Scan graph failed onnx.checker: {describe(exc)}") from exc
-    return model.SerializeToString()
+    serialized: bytes = model.SerializeToString()
+    return serialized

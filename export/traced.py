@@ -58,7 +58,7 @@ class RecurrentCall:
             hidden_size=self.rnn.hidden_size,
             num_layers=self.rnn.num_layers,
             bidirectional=self.rnn.bidirectional,
-            nonlinearity=self.rnn.nonlinearity if family == "RNN" else None,
+            nonlinearity=str(self.rnn.nonlinearity) if family == "RNN" else None,
         )
 
 
@@ -160,7 +160,9 @@ class _Slots:
 
 def _swapped_forward(rnn: nn.RNNBase, slots: _Slots) -> Any:
     family = onnx_family(rnn)
-    weights = [tuple(torch.from_numpy(a) for a in layer_weights(rnn, k)) for k in range(rnn.num_layers)]
+    weights = [
+        tuple(torch.from_numpy(a) for a in layer_weights(rnn, k)) for k in range(rnn.num_layers)
+    ]
     dirs = 2 if rnn.bidirectional else 1
     activation = "Tanh" if rnn.mode == "RNN_TANH" else "Relu"
 
@@ -198,7 +200,7 @@ def _swapped_forward(rnn: nn.RNNBase, slots: _Slots) -> Any:
 def _swapped(module: nn.Module, calls: list[RecurrentCall], slots: _Slots) -> Iterator[None]:
     layers = {id(c.rnn): c.rnn for c in calls}
     for rnn in layers.values():
-        rnn.forward = _swapped_forward(rnn, slots)  # type: ignore[method-assign]
+        rnn.forward = _swapped_forward(rnn, slots)
     try:
         with padded_packing(module):
             yield

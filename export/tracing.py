@@ -73,7 +73,8 @@ def export_graph(wrapper: nn.Module, module: nn.Module, io: GraphIO, *, dynamic_
     assert onnx_program is not None
     model = onnx_program.model_proto
     _name_axes(model, dynamic_seq)
-    return model.SerializeToString()
+    serialized: bytes = model.SerializeToString()
+    return serialized
 
 
 @contextmanager

@@ -171,7 +171,9 @@ def _max_abs(graph: Array, ref: Array) -> float:
     return float(diff.max()) if np.isfinite(diff).all() else float("inf")
 
 
-def _run_reference(reference: Reference, inputs: Array, states: tuple[Array, ...] | None) -> Outputs:
+def _run_reference(
+    reference: Reference, inputs: Array, states: tuple[Array, ...] | None
+) -> Outputs:
     try:
         return reference(inputs, states)
     except ExportError:

@@ -14,6 +14,7 @@ import torch
 
 from export.cli import main
 from service.card import ModelCard
+from tests.export.fixtures.layers import PackedClassifier
 from tests.export.fixtures.refused import FeedForward
 from tests.export.fixtures.tutorial import TutorialRNN
 
@@ -153,3 +154,22 @@ def test_train_without_demos_gives_a_one_line_error(
     monkeypatch.setitem(sys.modules, "export.demos", None)
     assert main(["train", "digits"]) == 1
     assert capsys.readouterr().err.startswith("error: the train subcommand needs export.demos: ")
+
+
+def test_a_packed_module_exports_and_rechecks_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "packed.pt"
+    torch.save(PackedClassifier().state_dict(), checkpoint)
+    module = ["--module", "tests/export/fixtures/layers.py:PackedClassifier"]
+    module += ["--checkpoint", str(checkpoint)]
+    argv = ["export", *module, "--name", "packed", "--repository", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == (
+        "traced: head per_sequence, states h [1, batch, 6], c [1, batch, 6]; streamable; "
+        "padding-safe"
+    )
+    assert main(["parity", str(tmp_path / "packed" / "1"), *module]) == 0
+    assert capsys.readouterr().out.startswith("parity: max abs error ")

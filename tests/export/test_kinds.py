@@ -86,9 +86,7 @@ KINDS: dict[str, Kind] = {
         cells.GRUCellClassifier, "scan", "last_step", [("h", 1, 6)], seq_first=True
     ),
     "lstm_cell_loop": Kind(cells.LSTMCellTagger, "scan", "per_step", [("h", 1, 4), ("c", 1, 4)]),
-    "hand_written_tanh_cell": Kind(
-        cells.HandWrittenRNN, "scan", "last_step", [("cell.h", 1, 5)]
-    ),
+    "hand_written_tanh_cell": Kind(cells.HandWrittenRNN, "scan", "last_step", [("cell.h", 1, 5)]),
     "layernorm_lstm_cell_tuple": Kind(
         cells.LayerNormLSTM, "scan", "per_step", [("cell.s0", 1, 5), ("cell.s1", 1, 5)]
     ),
@@ -103,7 +101,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[nn.Mod
     for name, kind in KINDS.items():
         torch.manual_seed(0)
         module = kind.build().eval()
-        done[name] = module, export_module(module, name=name.replace("_", "-"), repository=repository)
+        done[name] = (
+            module,
+            export_module(module, name=name.replace("_", "-"), repository=repository),
+        )
     return done
 
 

@@ -34,8 +34,16 @@ def _refusal(module: nn.Module, tmp_path: Path) -> str:
     ("cls", "construct", "marker"),
     [
         (refused.BranchOnValues, "data-dependent Python control flow", "if out.sum() > 0"),
-        (refused.RunningMax, "an op with no ONNX form: torch.ops.aten.cummax", "return torch.cummax"),
-        (refused.MaskArgument, "a second input it cannot interpret: forward's parameter 'mask'", "def forward"),
+        (
+            refused.RunningMax,
+            "an op with no ONNX form: torch.ops.aten.cummax",
+            "return torch.cummax",
+        ),
+        (
+            refused.MaskArgument,
+            "a second input it cannot interpret: forward's parameter 'mask'",
+            "def forward",
+        ),
         (refused.FeedForward, "found no recurrent layer or cell in FeedForward", "def forward"),
         (refused.StepDependentLoop, "is not one cell step repeated", "def forward"),
     ],
