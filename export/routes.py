@@ -51,7 +51,7 @@ def template_route(
         output_size=spec.output_size,
         layers=(
             LayerInfo(
-                name=spec.rnn_name,
+                name=spec.rnn_name if rnn is not module else type(rnn).__name__.lower(),
                 kind=spec.cell.value,
                 input_size=rnn.input_size,
                 hidden_size=spec.hidden_size,
