@@ -10,12 +10,21 @@ from typing import Any
 
 from torch import nn
 
-from export.card import STRUCTURE_FIELDS, build_card, check_annotations, structure_fields
-from export.errors import ExportError, RepositoryError, describe
-from export.introspect import Head, introspect
+from export.card import CARD_FORMAT, build_card, check_annotations, structure_fields
+from export.errors import (
+    ExportError,
+    ParityError,
+    RepositoryError,
+    UnsupportedModuleError,
+    describe,
+)
+from export.introspect import Head
 from export.loading import load_user_module
-from export.onnx_export import Normalization, build_onnx
+from export.onnx_export import Normalization
+from export.properties import Properties, measure
+from export.refusal import source_of
 from export.repository import MODEL_FILE, read_card, resolve_version, write_version
+from export.routes import Route, choose_route
 from export.verify import ParityReport, check_dynamic_axes, check_parity, open_session
 
 __all__ = [
@@ -50,26 +59,43 @@ def export_module(
     normalization: Normalization | None = None,
     metrics: Mapping[str, float] | None = None,
     force: bool = False,
+    lengths_arg: str | None = None,
+    seq_first: bool | None = None,
 ) -> ExportResult:
-    """Introspect, build the ONNX graph, check it against torch, and write the version.
+    """Choose a route, build the ONNX graph, measure what it is, check it against torch, and
+    write the version.
 
-    Raises an ExportError subclass, with nothing written, when any step fails.
+    `lengths_arg` names forward's lengths parameter when its name does not say so;
+    `seq_first` overrides the layout read from the recurrent layers. Raises an ExportError
+    subclass, with nothing written, when any step fails.
     """
     version = resolve_version(repository, name, version, force=force)
-    spec = introspect(module, head=head)
-    check_annotations(spec, labels=labels, feature_names=feature_names)
-    model_bytes: bytes = build_onnx(spec, normalization=normalization).SerializeToString()
-    session = open_session(model_bytes)
-    check_dynamic_axes(session, spec)
-    parity = check_parity(module, spec, session, normalization=normalization)
+    options: dict[str, Any] = {
+        "head": None if head is None else Head(head).value,
+        "normalization": normalization,
+        "lengths_arg": lengths_arg,
+        "seq_first": seq_first,
+    }
+    route = choose_route(module, **options)
+    check_annotations(route.io, labels=labels, feature_names=feature_names)
+    try:
+        model_bytes, properties, parity = _build_and_check(route, module, normalization)
+    except ParityError:
+        if route.io.method != "template":
+            raise
+        # The template looked right on a probe but not on the grid (forward branches, say):
+        # the traced route follows forward itself, or names what it cannot follow.
+        route = choose_route(module, **options, template=False)
+        model_bytes, properties, parity = _build_and_check(route, module, normalization)
     card = build_card(
-        spec,
+        route.io,
         name=name,
         version=version,
         description=description,
         labels=labels,
         feature_names=feature_names,
         normalization=normalization,
+        properties=properties,
         parity=parity,
         metrics=metrics,
         model_bytes=model_bytes,
@@ -80,18 +106,58 @@ def export_module(
     return ExportResult(path=path, card=card, parity=parity)
 
 
-def recheck_parity(directory: Path, module: nn.Module) -> ParityReport:
+def _build_and_check(
+    route: Route, module: nn.Module, normalization: Normalization | None
+) -> tuple[bytes, Properties, ParityReport]:
+    """Build the graph, measure its properties and check parity; a scan graph that misses
+    parity is refused with the reason the decomposition failed."""
+    model_bytes = route.build()
+    session = open_session(model_bytes)
+    check_dynamic_axes(session, route.io)
+    properties = measure(session, route.io)
+    try:
+        parity = check_parity(
+            route.io,
+            route.reference,
+            session,
+            normalization=normalization,
+            padding_safe=properties.padding_safe,
+        )
+    except ParityError as exc:
+        if route.io.method != "scan":
+            raise
+        raise UnsupportedModuleError(
+            f"the loop over time in {source_of(module)} is not one cell step repeated: the "
+            "one-step graph scanned over time does not reproduce forward, so the loop's body is "
+            f"not the same at every step or the output mixes time steps ({exc})"
+        ) from exc
+    return model_bytes, properties, parity
+
+
+def recheck_parity(
+    directory: Path,
+    module: nn.Module,
+    *,
+    lengths_arg: str | None = None,
+    seq_first: bool | None = None,
+) -> ParityReport:
     """Check an existing `models/<name>/<version>` entry against `module` (say, a checkpoint).
 
     Raises ExportError when the entry and the module disagree in shape or in outputs.
     """
-    card = read_card(directory)
-    spec = introspect(module, head=card.get("head"))
-    expected = structure_fields(spec)
+    card = _as_format_2(read_card(directory), directory)
+    normalization = _normalization_from_card(card.get("normalization"))
+    route = choose_route(
+        module,
+        head=card.get("head"),
+        normalization=normalization,
+        lengths_arg=lengths_arg,
+        seq_first=seq_first,
+        template=card.get("export_method") == "template",
+    )
+    expected = structure_fields(route.io)
     differences = [
-        f"{key} {expected[key]!r} vs card {card.get(key)!r}"
-        for key in STRUCTURE_FIELDS
-        if expected[key] != card.get(key)
+        line for key in expected for line in _differences(key, expected[key], card.get(key))
     ]
     if differences:
         raise ExportError(f"the module does not match {directory}: {'; '.join(differences)}")
@@ -102,10 +168,44 @@ def recheck_parity(directory: Path, module: nn.Module) -> ParityReport:
         raise RepositoryError(f"cannot read {path}: {exc.strerror}") from exc
     if hashlib.sha256(model_bytes).hexdigest() != card.get("onnx_sha256"):
         raise RepositoryError(f"{path} does not match the card's onnx_sha256")
-    normalization = _normalization_from_card(card.get("normalization"))
     session = open_session(model_bytes)
-    check_dynamic_axes(session, spec)
-    return check_parity(module, spec, session, normalization=normalization)
+    check_dynamic_axes(session, route.io)
+    return check_parity(
+        route.io,
+        route.reference,
+        session,
+        normalization=normalization,
+        padding_safe=bool(card.get("padding_safe", True)),
+    )
+
+
+def _as_format_2(card: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """Rechecks compare the format 2 fields; older cards are re-exported instead."""
+    if card.get("format") != CARD_FORMAT:
+        raise RepositoryError(
+            f"{directory} has a format {card.get('format', 1)} card; parity rechecks read format "
+            f"{CARD_FORMAT} (layers, states): export the checkpoint again to write one"
+        )
+    return card
+
+
+def _differences(path: str, mine: Any, theirs: Any) -> list[str]:
+    """`path value vs card value` for each leaf that differs; layer names are informational
+    (a checkpoint's module may call its layers otherwise)."""
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        return [
+            line
+            for key in mine
+            if key != "name" or not path.startswith("layers")
+            for line in _differences(f"{path}.{key}", mine[key], theirs.get(key))
+        ]
+    if isinstance(mine, list) and isinstance(theirs, list) and len(mine) == len(theirs):
+        return [
+            line
+            for i, (a, b) in enumerate(zip(mine, theirs, strict=True))
+            for line in _differences(f"{path}[{i}]", a, b)
+        ]
+    return [] if mine == theirs else [f"{path} {mine!r} vs card {theirs!r}"]
 
 
 def _normalization_from_card(value: Any) -> Normalization | None:

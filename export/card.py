@@ -11,57 +11,51 @@ import onnx
 import torch
 
 from export.errors import ExportError
-from export.introspect import RecurrentSpec
-from export.onnx_export import OPSET, Normalization
+from export.model_io import GraphIO
+from export.onnx_export import Normalization
+from export.properties import Properties
 from export.verify import ParityReport
 
-# The card fields that follow from the module itself; a recheck compares them with a checkpoint.
-STRUCTURE_FIELDS = (
-    "cell",
-    "nonlinearity",
-    "input_size",
-    "vocab_size",
-    "embedding_dim",
-    "hidden_size",
-    "num_layers",
-    "bidirectional",
-    "output_size",
-)
+CARD_FORMAT = 2
 
 
-def structure_fields(spec: RecurrentSpec) -> dict[str, Any]:
-    """The card fields describing the network's shape, as JSON values."""
+def structure_fields(io: GraphIO) -> dict[str, Any]:
+    """The card fields that follow from the module itself; a recheck compares them."""
     return {
-        "cell": spec.cell.value,
-        "nonlinearity": spec.nonlinearity.value if spec.nonlinearity is not None else None,
-        "input_size": spec.input_size,
-        "vocab_size": spec.vocab_size,
-        "embedding_dim": spec.embedding_dim,
-        "hidden_size": spec.hidden_size,
-        "num_layers": spec.num_layers,
-        "bidirectional": spec.bidirectional,
-        "output_size": spec.output_size,
+        "input_size": None if io.input.tokens else io.input.size,
+        "vocab_size": io.input.size if io.input.tokens else None,
+        "embedding_dim": io.embedding_dim,
+        "output_size": io.output_size,
+        "head": io.head.value,
+        "layers": [layer.to_card() for layer in io.layers],
+        "states": [state.to_card() for state in io.states],
     }
 
 
 def check_annotations(
-    spec: RecurrentSpec, *, labels: Sequence[str] | None, feature_names: Sequence[str] | None
+    io: GraphIO, *, labels: Sequence[str] | None, feature_names: Sequence[str] | None
 ) -> None:
     """Raise ExportError when labels or feature names do not fit the model's sizes."""
-    if labels is not None and len(labels) != spec.output_size:
-        raise ExportError(f"{len(labels)} labels given for output_size {spec.output_size}")
+    if labels is not None and len(labels) != io.output_size:
+        raise ExportError(f"{len(labels)} labels given for output_size {io.output_size}")
     if feature_names is None:
         return
-    if spec.input_size is None:
+    if io.input.tokens:
         raise ExportError("feature_names apply to float features; this model takes tokens")
-    if len(feature_names) != spec.input_size:
+    if len(feature_names) != io.input.size:
         raise ExportError(
-            f"{len(feature_names)} feature_names given for input_size {spec.input_size}"
+            f"{len(feature_names)} feature_names given for input_size {io.input.size}"
         )
 
 
+def graph_opset(model_bytes: bytes) -> int:
+    """The default-domain opset the graph imports."""
+    model = onnx.load_from_string(model_bytes)
+    return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
 def build_card(
-    spec: RecurrentSpec,
+    io: GraphIO,
     *,
     name: str,
     version: int,
@@ -69,22 +63,33 @@ def build_card(
     labels: Sequence[str] | None,
     feature_names: Sequence[str] | None,
     normalization: Normalization | None,
+    properties: Properties,
     parity: ParityReport,
     metrics: Mapping[str, float] | None,
     model_bytes: bytes,
 ) -> dict[str, Any]:
-    """The card as a JSON-ready dict, fields in the order of `service.core.card.ModelCard`."""
+    """The card as a JSON-ready dict (format 2), in the field order of service.core.card."""
+    structure = structure_fields(io)
     return {
+        "format": CARD_FORMAT,
         "name": name,
         "version": version,
         "description": description,
-        **structure_fields(spec),
-        "head": spec.head.value,
+        "input_size": structure["input_size"],
+        "vocab_size": structure["vocab_size"],
+        "embedding_dim": structure["embedding_dim"],
+        "output_size": structure["output_size"],
+        "head": structure["head"],
         "labels": list(labels) if labels is not None else None,
         "feature_names": list(feature_names) if feature_names is not None else None,
         "normalization": normalization.to_card() if normalization is not None else None,
-        "streamable": not spec.bidirectional,
-        "opset": OPSET,
+        "layers": structure["layers"],
+        "states": structure["states"],
+        "streamable": properties.streamable,
+        "not_streamable_reason": properties.not_streamable_reason,
+        "padding_safe": properties.padding_safe,
+        "export_method": io.method,
+        "opset": graph_opset(model_bytes),
         "onnx_sha256": hashlib.sha256(model_bytes).hexdigest(),
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,

@@ -57,6 +57,16 @@ def _add_module_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--module", required=True, help="FILE.py:NAME or package:NAME")
     parser.add_argument("--checkpoint", required=True, type=Path, help="a saved state_dict")
     parser.add_argument("--init-kwargs", default="{}", help="JSON object of NAME's arguments")
+    parser.add_argument(
+        "--lengths-arg",
+        help="forward's lengths parameter, when its name is not lengths, lens, seq_lens, ...",
+    )
+    parser.add_argument(
+        "--seq-first",
+        action="store_true",
+        default=None,
+        help="forward takes [seq, batch, ...] although its recurrent layers say batch_first",
+    )
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -71,15 +81,21 @@ def _export(args: argparse.Namespace) -> int:
         description=args.description,
         labels=labels,
         force=args.force,
+        lengths_arg=args.lengths_arg,
+        seq_first=args.seq_first,
     )
     print(f"wrote {result.path}")
+    print(_describe_card(result.card))
     print(_describe_parity(result.parity))
     return 0
 
 
 def _parity(args: argparse.Namespace) -> int:
     module = load_user_module(args.module, args.checkpoint, _init_kwargs(args.init_kwargs))
-    print(_describe_parity(recheck_parity(args.directory, module)))
+    report = recheck_parity(
+        args.directory, module, lengths_arg=args.lengths_arg, seq_first=args.seq_first
+    )
+    print(_describe_parity(report))
     return 0
 
 
@@ -101,6 +117,15 @@ def _init_kwargs(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ModuleLoadError(f"--init-kwargs must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def _describe_card(card: dict[str, Any]) -> str:
+    states = ", ".join(f"{s['name']} [{s['rows']}, batch, {s['width']}]" for s in card["states"])
+    stream = (
+        "streamable" if card["streamable"] else f"not streamable ({card['not_streamable_reason']})"
+    )
+    padding = "padding-safe" if card["padding_safe"] else "not padding-safe"
+    return f"{card['export_method']}: head {card['head']}, states {states}; {stream}; {padding}"
 
 
 def _describe_parity(report: ParityReport) -> str:

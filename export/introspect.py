@@ -8,8 +8,6 @@ recurrent layer's `batch_first`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -17,6 +15,7 @@ import torch
 from torch import nn
 
 from export.errors import UnsupportedModuleError, describe
+from export.probe import eval_mode
 
 
 class Cell(StrEnum):
@@ -61,6 +60,7 @@ class RecurrentSpec:
     """What the ONNX builder and the parity check need to know about a recurrent module."""
 
     cell: Cell
+    rnn_name: str
     rnn: nn.RNNBase
     embedding: nn.Embedding | None
     linear: nn.Linear | None
@@ -101,18 +101,6 @@ class _Parts:
     linear: nn.Linear | None
 
 
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Run the block with `module` in eval mode and no autograd, then restore its mode."""
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        module.train(was_training)
-
-
 def introspect(module: nn.Module, *, head: Head | str | None = None) -> RecurrentSpec:
     """Describe `module`, or raise UnsupportedModuleError saying what was found and what fits.
 
@@ -137,6 +125,7 @@ def introspect(module: nn.Module, *, head: Head | str | None = None) -> Recurren
     embedding = parts.embedding
     return RecurrentSpec(
         cell=cell,
+        rnn_name=parts.rnn_name,
         rnn=rnn,
         embedding=embedding,
         linear=parts.linear,

@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export.errors import ExportError, describe
 from export.introspect import Cell, RecurrentSpec
+from export.recurrent_ops import layer_weights
 
 OPSET = 17
 # IR 8 is what opset 17 shipped with; older onnxruntime releases refuse newer IR versions.
@@ -25,15 +26,7 @@ IR_VERSION = 8
 BATCH = "batch"
 SEQ = "seq"
 
-# Rows of PyTorch's stacked gate weights, taken in the order ONNX wants them.
-_GATE_ORDER: dict[Cell, tuple[int, ...]] = {
-    Cell.RNN: (0,),
-    Cell.LSTM: (0, 3, 1, 2),  # torch i,f,g,o -> onnx i,o,f,c
-    Cell.GRU: (1, 0, 2),  # torch r,z,n -> onnx z,r,h
-}
 _OP_TYPE = {Cell.RNN: "RNN", Cell.LSTM: "LSTM", Cell.GRU: "GRU"}
-
-Floats = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -188,7 +181,7 @@ def _recurrent_layer(
 ) -> tuple[str, list[str]]:
     """One ONNX recurrent node; returns its [seq, batch, dirs*hidden] output and end states."""
     dirs = spec.num_directions
-    w, r, b = _layer_weights(spec, layer)
+    w, r, b = layer_weights(spec.rnn, layer)
     rows = [
         g.const("starts", [layer * dirs], np.int64),
         g.const("ends", [(layer + 1) * dirs], np.int64),
@@ -209,30 +202,6 @@ def _recurrent_layer(
     steps = g.op1("Transpose", [y], perm=[0, 2, 1, 3])
     flat = g.op1("Reshape", [steps, g.const("shape", [0, 0, dirs * spec.hidden_size], np.int64)])
     return flat, end_states
-
-
-def _layer_weights(spec: RecurrentSpec, layer: int) -> tuple[Floats, Floats, Floats]:
-    """W, R, B for one layer, directions stacked, gates reordered from PyTorch to ONNX."""
-    order = _GATE_ORDER[spec.cell]
-
-    def gates(name: str) -> Floats:
-        value = getattr(spec.rnn, name).detach().cpu().numpy().astype(np.float32)
-        blocks = np.split(value, len(order), axis=0)
-        return np.concatenate([blocks[i] for i in order], axis=0)
-
-    ws, rs, bs = [], [], []
-    for suffix in ("", "_reverse")[: spec.num_directions]:
-        ws.append(gates(f"weight_ih_l{layer}{suffix}"))
-        rs.append(gates(f"weight_hh_l{layer}{suffix}"))
-        if spec.bias:
-            bs.append(
-                np.concatenate(
-                    [gates(f"bias_ih_l{layer}{suffix}"), gates(f"bias_hh_l{layer}{suffix}")]
-                )
-            )
-        else:
-            bs.append(np.zeros(2 * len(order) * spec.hidden_size, dtype=np.float32))
-    return np.stack(ws), np.stack(rs), np.stack(bs)
 
 
 def state_io(spec: RecurrentSpec) -> tuple[tuple[str, str], ...]:

@@ -1,7 +1,9 @@
 """Parity of the ONNX graph against the torch module, and a check that its axes are dynamic.
 
-Errors are measured in the module's own units: with a baked-in normalisation the graph is fed
-raw values and its outputs are normalised back before comparing.
+The reference is the module's own forward on each sequence alone, started from the same
+initial states (the route's reference injects them). Errors are measured in the module's own
+units: with a baked-in normalisation the graph is fed raw values and its outputs are
+normalised back before comparing.
 """
 
 from __future__ import annotations
@@ -11,21 +13,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import onnxruntime as ort
-import torch
 
 from export.errors import ExportError, ParityError, describe
-from export.introspect import Cell, RecurrentSpec, eval_mode
-from export.onnx_export import Normalization, state_io
+from export.model_io import Array, GraphIO, Head, Outputs, Reference
+from export.onnx_export import Normalization
 
 GRID_BATCH_SIZES = (1, 3, 17)
 GRID_SEQ_LENS = (1, 7, 64, 300)
 TOLERANCE = 1e-4
 # Shapes no grid uses, so a graph with a fixed axis cannot pass by accident.
 _UNSEEN_SHAPES = ((2, 5), (6, 129))
-
-Array = npt.NDArray[Any]
 
 
 @dataclass(frozen=True)
@@ -46,14 +44,6 @@ class ParityReport:
         return card
 
 
-@dataclass(frozen=True)
-class _Outputs:
-    """y batch-first ([batch, seq, out], or [batch, out] for last-step modules) and end states."""
-
-    y: Array
-    states: tuple[Array, ...]
-
-
 def open_session(model_bytes: bytes) -> ort.InferenceSession:
     """An onnxruntime CPU session on the serialized graph, wrapping load failures."""
     options = ort.SessionOptions()
@@ -66,34 +56,36 @@ def open_session(model_bytes: bytes) -> ort.InferenceSession:
 
 
 def check_parity(
-    module: torch.nn.Module,
-    spec: RecurrentSpec,
+    io: GraphIO,
+    reference: Reference,
     session: ort.InferenceSession,
     *,
     normalization: Normalization | None = None,
+    padding_safe: bool = True,
     batch_sizes: Sequence[int] = GRID_BATCH_SIZES,
     seq_lens: Sequence[int] = GRID_SEQ_LENS,
     tolerance: float = TOLERANCE,
 ) -> ParityReport:
-    """Compare graph and module on the batch x seq grid, then on one batch of mixed lengths
-    with a non-zero initial state against each sequence run alone in torch.
+    """Compare graph and module on the batch x seq grid, then on sequences of mixed lengths
+    with non-zero initial states against each sequence run alone in torch: in one padded
+    batch when the graph is padding-safe, else each in a batch of its own length.
 
-    Raises ParityError naming the worst figure when the max abs error exceeds `tolerance`.
+    Raises ParityError naming the worst case when the max abs error exceeds `tolerance`.
     """
     rng = np.random.default_rng(0)
     worst = (0.0, "")
-    with eval_mode(module):
-        for batch in batch_sizes:
-            for seq in seq_lens:
-                inputs = _random_inputs(spec, rng, batch, seq)
-                lengths = np.full(batch, seq, dtype=np.int32)
-                graph = _run_graph(session, spec, normalization, inputs, lengths, None)
-                ref = _run_torch(module, spec, inputs, None)
-                error = _compare(graph, ref, lengths, range(batch))
-                worst = max(worst, (error, f"batch {batch}, seq {seq}"))
-        mixed = (*seq_lens[1:], *seq_lens[:1], max(seq_lens) // 2 + 1)
-        error = _check_mixed(module, spec, session, normalization, rng, mixed)
-        worst = max(worst, (error, f"mixed lengths {list(mixed)} with non-zero initial state"))
+    for batch in batch_sizes:
+        for seq in seq_lens:
+            inputs = io.random_inputs(rng, batch, seq)
+            lengths = np.full(batch, seq, dtype=np.int32)
+            graph = run_graph(session, io, normalization, inputs, lengths, None)
+            ref = _run_reference(reference, inputs, None)
+            error = _compare(graph, ref, lengths, range(batch))
+            worst = max(worst, (error, f"batch {batch}, seq {seq}"))
+    mixed = (*seq_lens[1:], *seq_lens[:1], max(seq_lens) // 2 + 1)
+    error = _check_mixed(io, reference, session, normalization, rng, mixed, padding_safe)
+    how = "in one padded batch" if padding_safe else "each in its own batch"
+    worst = max(worst, (error, f"mixed lengths {list(mixed)} {how}, non-zero initial state"))
     if not worst[0] <= tolerance:
         raise ParityError(
             f"ONNX output differs from torch by {worst[0]:.3g} (max abs) on {worst[1]}; "
@@ -108,16 +100,19 @@ def check_parity(
     )
 
 
-def check_dynamic_axes(session: ort.InferenceSession, spec: RecurrentSpec) -> None:
+def check_dynamic_axes(session: ort.InferenceSession, io: GraphIO) -> None:
     """Run the graph at batch and seq sizes no grid uses; raise ExportError on a fixed axis."""
     rng = np.random.default_rng(1)
     for batch, seq in _UNSEEN_SHAPES:
-        inputs = _random_inputs(spec, rng, batch, seq)
+        inputs = io.random_inputs(rng, batch, seq)
         lengths = np.full(batch, seq, dtype=np.int32)
-        out = _run_graph(session, spec, None, inputs, lengths, None)
+        out = run_graph(session, io, None, inputs, lengths, None)
         shapes = [out.y.shape, *(s.shape for s in out.states)]
-        state_shape = (spec.state_rows, batch, spec.hidden_size)
-        expected = [(batch, seq, spec.output_size), *(state_shape for _ in out.states)]
+        y_shape = (batch, seq, io.output_size) if io.head is not Head.PER_SEQUENCE else None
+        expected = [
+            y_shape or (batch, io.output_size),
+            *((s.rows, batch, s.width) for s in io.states),
+        ]
         if shapes != expected:
             raise ExportError(
                 f"the graph is not dynamic: at batch {batch}, seq {seq} it returned shapes "
@@ -126,78 +121,89 @@ def check_dynamic_axes(session: ort.InferenceSession, spec: RecurrentSpec) -> No
 
 
 def _check_mixed(
-    module: torch.nn.Module,
-    spec: RecurrentSpec,
+    io: GraphIO,
+    reference: Reference,
     session: ort.InferenceSession,
     normalization: Normalization | None,
     rng: np.random.Generator,
     lengths_seq: Sequence[int],
+    padding_safe: bool,
 ) -> float:
-    """One padded batch of mixed lengths vs each sequence alone; padding holds junk on purpose."""
+    """Mixed lengths vs each sequence alone; padding holds junk on purpose."""
     lengths = np.asarray(lengths_seq, dtype=np.int32)
     batch = len(lengths)
-    inputs = _random_inputs(spec, rng, batch, int(lengths.max()))
-    states = tuple(
-        rng.normal(0.0, 0.5, (spec.state_rows, batch, spec.hidden_size)).astype(np.float32)
-        for _ in state_io(spec)
-    )
-    graph = _run_graph(session, spec, normalization, inputs, lengths, states)
+    inputs = io.random_inputs(rng, batch, int(lengths.max()))
+    states = io.random_states(rng, batch)
+    graph = run_graph(session, io, normalization, inputs, lengths, states) if padding_safe else None
     error = 0.0
     for i, length in enumerate(lengths):
         alone = tuple(s[:, i : i + 1] for s in states)
-        ref = _run_torch(module, spec, inputs[i : i + 1, :length], alone)
-        row = _Outputs(graph.y[i : i + 1], tuple(s[:, i : i + 1] for s in graph.states))
+        row_inputs = inputs[i : i + 1, :length]
+        ref = _run_reference(reference, row_inputs, alone)
+        if graph is not None:
+            row = Outputs(graph.y[i : i + 1], tuple(s[:, i : i + 1] for s in graph.states))
+        else:
+            own = np.full(1, length, dtype=np.int32)
+            row = run_graph(session, io, normalization, row_inputs, own, alone)
         error = max(error, _compare(row, ref, lengths[i : i + 1], range(1)))
     return error
 
 
-def _compare(graph: _Outputs, ref: _Outputs, lengths: Array, rows: range) -> float:
-    """Max abs error over valid steps only: the head's bias lands on padded steps."""
+def _compare(graph: Outputs, ref: Outputs, lengths: Array, rows: range) -> float:
+    """Max abs error over valid steps only: a head's bias lands on padded steps."""
     error = max(_max_abs(g, r) for g, r in zip(graph.states, ref.states, strict=True))
     for i in rows:
         length = int(lengths[i])
         if ref.y.ndim == 3:
             error = max(error, _max_abs(graph.y[i, :length], ref.y[i, :length]))
-        else:
+        elif graph.y.ndim == 3:
             error = max(error, _max_abs(graph.y[i, length - 1], ref.y[i]))
+        else:
+            error = max(error, _max_abs(graph.y[i], ref.y[i]))
     return error
 
 
 def _max_abs(graph: Array, ref: Array) -> float:
     """Max abs difference; NaN or inf anywhere counts as infinitely wrong, not as no error."""
+    if graph.shape != ref.shape:
+        return float("inf")
     diff = np.abs(graph - ref)
     return float(diff.max()) if np.isfinite(diff).all() else float("inf")
 
 
-def _random_inputs(spec: RecurrentSpec, rng: np.random.Generator, batch: int, seq: int) -> Array:
-    """Batch-first inputs in the module's units: token ids, or standard-normal features."""
-    if spec.vocab_size is not None:
-        return rng.integers(0, spec.vocab_size, (batch, seq), dtype=np.int64)
-    return rng.standard_normal((batch, seq, spec.rnn.input_size)).astype(np.float32)
+def _run_reference(
+    reference: Reference, inputs: Array, states: tuple[Array, ...] | None
+) -> Outputs:
+    try:
+        return reference(inputs, states)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(
+            f"the torch module failed during the parity run: {describe(exc)}"
+        ) from exc
 
 
-def _run_graph(
+def run_graph(
     session: ort.InferenceSession,
-    spec: RecurrentSpec,
+    io: GraphIO,
     normalization: Normalization | None,
     inputs: Array,
     lengths: Array,
     states: tuple[Array, ...] | None,
-) -> _Outputs:
+) -> Outputs:
+    """Run the graph on module-unit inputs; y comes back in module units too."""
     batch = inputs.shape[0]
     if states is None:
-        zeros = np.zeros((spec.state_rows, batch, spec.hidden_size), dtype=np.float32)
-        states = tuple(zeros for _ in state_io(spec))
+        states = io.zero_states(batch)
     feeds: dict[str, Array] = {"seq_lens": lengths}
-    if spec.takes_tokens:
-        feeds["tokens"] = inputs
-    elif normalization is not None:
+    if normalization is not None:
         raw = inputs * np.asarray(normalization.input_std) + np.asarray(normalization.input_mean)
-        feeds["x"] = raw.astype(np.float32)
+        feeds[io.input_name] = raw.astype(np.float32)
     else:
-        feeds["x"] = inputs
-    feeds.update({name: state for (name, _), state in zip(state_io(spec), states, strict=True)})
-    names = ["y", *(out for _, out in state_io(spec))]
+        feeds[io.input_name] = inputs
+    feeds.update({spec.input: state for spec, state in zip(io.states, states, strict=True)})
+    names = ["y", *(s.output for s in io.states)]
     try:
         y, *end_states = session.run(names, feeds)
     except Exception as exc:
@@ -205,49 +211,4 @@ def _run_graph(
     affine = normalization.output_affine() if normalization is not None else None
     if affine is not None:
         y = (y - np.asarray(affine.mean)) / np.asarray(affine.std)
-    return _Outputs(y, tuple(end_states))
-
-
-def _run_torch(
-    module: torch.nn.Module,
-    spec: RecurrentSpec,
-    inputs: Array,
-    states: tuple[Array, ...] | None,
-) -> _Outputs:
-    """Call the module as its user would; hooks on the recurrent layer set h0 and catch h_n,
-    since a module's forward need neither take nor return the state."""
-    device = next(spec.rnn.parameters()).device
-    x = torch.from_numpy(inputs).to(device)
-    if not spec.batch_first:
-        x = x.transpose(0, 1)
-    captured: list[Any] = []
-
-    def set_state(_: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if states is None:
-            return None
-        tensors = tuple(torch.from_numpy(s).to(device) for s in states)
-        hx = tensors if spec.cell is Cell.LSTM else tensors[0]
-        return (args[0], hx), {k: v for k, v in kwargs.items() if k != "hx"}
-
-    def catch_state(_: Any, __: Any, output: Any) -> None:
-        captured.append(output[1])
-
-    handles = [
-        spec.rnn.register_forward_pre_hook(set_state, with_kwargs=True),
-        spec.rnn.register_forward_hook(catch_state),
-    ]
-    try:
-        out = module(x)
-    except Exception as exc:
-        raise ExportError(
-            f"the torch module failed during the parity run: {describe(exc)}"
-        ) from exc
-    finally:
-        for handle in handles:
-            handle.remove()
-    y = out[0] if isinstance(out, tuple | list) else out
-    if y.ndim == 3 and not spec.batch_first:
-        y = y.transpose(0, 1)
-    end = captured[-1]
-    end_states = tuple(end) if spec.cell is Cell.LSTM else (end,)
-    return _Outputs(y.cpu().numpy(), tuple(s.cpu().numpy() for s in end_states))
+    return Outputs(y, tuple(end_states))

@@ -14,8 +14,9 @@ import torch
 
 from export.cli import main
 from service.core.card import ModelCard
+from tests.export.fixtures.layers import PackedClassifier
+from tests.export.fixtures.refused import FeedForward
 from tests.export.fixtures.tutorial import TutorialRNN
-from tests.export.fixtures.unsupported import TwoRecurrent
 
 ROOT = Path(__file__).resolve().parents[2]
 TUTORIAL = "tests/export/fixtures/tutorial.py:TutorialRNN"
@@ -101,7 +102,7 @@ def test_parity_refuses_a_checkpoint_of_another_shape(
     torch.save(TutorialRNN(hidden_size=4).state_dict(), other)
     argv = ["parity", str(tmp_path / "tutorial" / "1"), "--module", TUTORIAL]
     assert main([*argv, "--checkpoint", str(other), "--init-kwargs", '{"hidden_size": 4}']) == 1
-    assert "hidden_size 4 vs card 5" in capsys.readouterr().err
+    assert "layers[0].hidden_size 4 vs card 5" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -125,14 +126,13 @@ def test_bad_init_kwargs_give_a_one_line_error(
 def test_unsupported_module_gives_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    torch.save(TwoRecurrent().state_dict(), tmp_path / "two.pt")
-    argv = ["export", "--module", "tests/export/fixtures/unsupported.py:TwoRecurrent"]
-    argv += ["--checkpoint", str(tmp_path / "two.pt"), "--name", "two"]
+    torch.save(FeedForward().state_dict(), tmp_path / "ff.pt")
+    argv = ["export", "--module", "tests/export/fixtures/refused.py:FeedForward"]
+    argv += ["--checkpoint", str(tmp_path / "ff.pt"), "--name", "ff"]
     assert main([*argv, "--repository", str(tmp_path)]) == 1
-    assert capsys.readouterr().err == (
-        "error: found 2 recurrent layers: rnn1 (LSTM), rnn2 (GRU); "
-        "supported: exactly one, use num_layers to stack\n"
-    )
+    err = capsys.readouterr().err
+    assert err.startswith("error: found no recurrent layer or cell in FeedForward (")
+    assert "tests/export/fixtures/refused.py:" in err and err.count("\n") == 1
 
 
 def test_train_hands_its_arguments_to_export_demos(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,3 +154,22 @@ def test_train_without_demos_gives_a_one_line_error(
     monkeypatch.setitem(sys.modules, "export.demos", None)
     assert main(["train", "digits"]) == 1
     assert capsys.readouterr().err.startswith("error: the train subcommand needs export.demos: ")
+
+
+def test_a_packed_module_exports_and_rechecks_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "packed.pt"
+    torch.save(PackedClassifier().state_dict(), checkpoint)
+    module = ["--module", "tests/export/fixtures/layers.py:PackedClassifier"]
+    module += ["--checkpoint", str(checkpoint)]
+    argv = ["export", *module, "--name", "packed", "--repository", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == (
+        "traced: head per_sequence, states h [1, batch, 6], c [1, batch, 6]; streamable; "
+        "padding-safe"
+    )
+    assert main(["parity", str(tmp_path / "packed" / "1"), *module]) == 0
+    assert capsys.readouterr().out.startswith("parity: max abs error ")

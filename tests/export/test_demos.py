@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,9 @@ import onnxruntime as ort
 import pytest
 
 from export.datasets import UNKNOWN_CHAR, load_co2, load_digits, load_text
+from export.model_io import GraphIO, Head, LayerInfo, StateTensor
+from export.probe import InputKind
+from export.properties import measure
 from service.core.card import ModelCard
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +91,28 @@ def test_committed_card_validates_and_matches_its_graph(name: str) -> None:
     assert card.parity is not None and card.parity.max_abs_error < 1e-4
     assert card.streamable and card.description
     assert len(model_bytes) < 2_000_000
+
+
+@pytest.mark.parametrize("name", DEMOS)
+def test_committed_card_is_format_2_with_its_properties_measured(name: str) -> None:
+    raw = json.loads((MODELS / name / "1" / "model.json").read_text())
+    assert raw["format"] == 2 and "cell" not in raw
+    card = committed_card(name)
+    assert card.export_method == "template" and card.padding_safe
+    assert [s.input for s in card.states] == (["h0", "c0"] if name == "char-lm" else ["h0"])
+    session = committed_session(name)
+    graph_inputs = {i.name for i in session.get_inputs()}
+    assert graph_inputs == {card.input_name, "seq_lens", *(s.input for s in card.states)}
+    io = GraphIO(
+        input=InputKind(tokens=card.takes_tokens, size=card.vocab_size or card.input_size or 0),
+        states=tuple(StateTensor(s.name, s.rows, s.width) for s in card.states),
+        head=Head(card.head.value),
+        output_size=card.output_size,
+        layers=tuple(LayerInfo(**layer.model_dump(mode="json")) for layer in card.layers),
+        method=card.export_method.value,
+    )
+    measured = measure(session, io)
+    assert (measured.streamable, measured.padding_safe) == (card.streamable, card.padding_safe)
 
 
 def test_digits_card_meets_the_accuracy_bar_and_the_graph_reproduces_it_on_raw_pixels() -> None:

@@ -18,7 +18,7 @@ from export.onnx_export import build_onnx
 from export.verify import open_session
 from service.core.card import ModelCard
 from tests.export.fixtures.tutorial import CharLSTM, GRUClassifier, TutorialRNN
-from tests.export.fixtures.unsupported import ActivationAfterRecurrent
+from tests.export.fixtures.unsupported import LearnedInitialState
 from tests.export.helpers import FEATURES, HIDDEN, VOCAB, random_model, run_graph
 
 
@@ -146,7 +146,7 @@ def test_graph_declares_symbolic_axes_and_runs_at_unseen_sizes() -> None:
 def test_parity_failure_raises_with_the_figure_and_writes_nothing(tmp_path: Path) -> None:
     torch.manual_seed(0)
     with pytest.raises(ParityError, match=r"differs from torch by \d\.\d+.*tolerance 0\.0001"):
-        export_module(ActivationAfterRecurrent(), name="broken", repository=tmp_path)
+        export_module(LearnedInitialState(), name="broken", repository=tmp_path)
     assert not (tmp_path / "broken").exists()
 
 

@@ -14,7 +14,7 @@ from export.errors import ExportError, RepositoryError
 from export.onnx_export import Normalization
 from export.repository import write_version
 from export.verify import open_session
-from service.core.card import ModelCard, upgrade_format_1
+from service.core.card import ModelCard
 from tests.export.helpers import FEATURES, HIDDEN, random_model, run_graph
 
 
@@ -79,10 +79,11 @@ def test_written_card_validates_against_the_service_model_card(tmp_path: Path) -
         metrics={"test_accuracy": 0.97},
     )
     card = ModelCard.model_validate_json((result.path / "model.json").read_text())
-    written = {k: v for k, v in upgrade_format_1(result.card).items() if k != "created_at"}
+    written = {k: v for k, v in result.card.items() if k != "created_at"}
     assert card.model_dump(mode="json", exclude={"created_at"}) == written
     assert card.layers[0].nonlinearity == "relu"
-    assert card.streamable and card.head == "last_step"
+    assert card.format == 2 and card.export_method == "template"
+    assert card.streamable and card.padding_safe and card.head == "last_step"
     assert card.labels == ["yes", "no"] and card.metrics == {"test_accuracy": 0.97}
     assert card.opset == 17 and card.torch_version == torch.__version__
     assert card.created_at.utcoffset() is not None

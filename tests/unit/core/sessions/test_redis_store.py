@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from pydantic import ValidationError
 from redis.asyncio import Redis as AsyncRedis
 
 from service.core.sessions import open_store
@@ -78,8 +79,8 @@ async def test_open_store_picks_redis_for_a_redis_url(prefix: str) -> None:
     assert isinstance(store, RedisSessionStore)
     assert store.target.key_prefix == prefix
     await store.close()
-    with pytest.raises(RnnServeError, match="unknown session store"):
-        open_store(Settings(session_store="postgres://x"), store._metrics)
+    with pytest.raises(ValidationError, match="neither 'memory' nor a redis"):
+        Settings(session_store="postgres://x")
 
 
 async def test_state_lives_as_raw_little_endian_float32_in_a_small_hash(
