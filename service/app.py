@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import models, ops, sessions, stream, v2
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.middleware import ApiKeyMiddleware, RequestContextMiddleware
+from service.api.ui import install_ui
 from service.engine import Engine
 from service.repository import Repository
 from service.settings import Settings
@@ -30,7 +32,14 @@ def create_app(settings: Settings, *, repository: Repository | None = None) -> F
         finally:
             await engine.stop()
 
-    app = FastAPI(title="rnnserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="rnnserve",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # install_docs serves /docs from local assets
+        redoc_url=None,  # ReDoc has no offline build here; Swagger UI covers the docs
+    )
     app.state.engine = engine
     install_error_handlers(app)
     app.include_router(ops.router)
@@ -38,6 +47,9 @@ def create_app(settings: Settings, *, repository: Repository | None = None) -> F
     app.include_router(sessions.router)
     app.include_router(stream.router)
     app.include_router(v2.router)
+    install_docs(app, keys_required=bool(settings.api_keys))
+    if settings.ui:
+        install_ui(app)
     if settings.api_keys:
         app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in settings.api_keys])
     app.add_middleware(

@@ -1,13 +1,15 @@
 """WebSocket streaming: many steps over one socket, same sessions and seq rules as REST.
 
 Frames are JSON (text; binary frames holding JSON are accepted too). The client sends
-`{"seq": n, "inputs": [...]}` and gets the body `POST /v1/sessions/{id}/steps` answers.
+`{"seq": n, "inputs": [...]}` and gets the body `POST /v1/sessions/{id}/steps` answers; both
+routes first send the session (`GET /v1/sessions/{id}`'s body, `seq` included).
 Leaving `seq` out applies the steps as the next ones, wherever the session is: handy for
 a single writer, but a resent message is then applied twice, so retrying clients send seq.
 Errors come in-band as `{"error": {"type", "message", "detail"}}`. The socket closes with
 4000 + the HTTP status when the session is gone or cannot be opened (4404, 4400, 4429,
-4503), with 1008 after MAX_MALFORMED_MESSAGES bad messages in a row, and the session
-outlives the socket until its TTL, so a client reconnects and continues.
+4503) or the API key is missing (4401, see ws_auth), with 1008 after MAX_MALFORMED_MESSAGES
+bad messages in a row, and the session outlives the socket until its TTL, so a client
+reconnects and continues.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from service.api.deps import engine_of, owner_of
 from service.api.errors import status_for
+from service.api.ws_auth import chosen_protocol
 from service.errors import (
     InvalidInputError,
     LimitExceededError,
@@ -68,22 +71,26 @@ async def _refuse(websocket: WebSocket, exc: RnnServeError) -> None:
 
 @router.websocket("/v1/sessions/{session_id}/stream")
 async def stream_session(websocket: WebSocket, session_id: str) -> None:
-    """Stream steps into an existing session (one opened over REST, or a reconnect)."""
-    await websocket.accept()
+    """Stream steps into an existing session (one opened over REST, or a reconnect).
+
+    The first message is the session as `GET /v1/sessions/{id}` shows it, `seq` included, so a
+    reconnecting client learns whether its last step was applied."""
+    await websocket.accept(subprotocol=chosen_protocol(websocket.scope))
     owner = owner_of(websocket)
     try:
         sessions = engine_of(websocket).sessions
-        await sessions.get(session_id, owner)
+        record = await sessions.get(session_id, owner)
     except RnnServeError as exc:
         await _refuse(websocket, exc)
         return
-    await _pump(websocket, sessions, session_id, owner)
+    hello = orjson.dumps(describe(record)).decode()
+    await _pump(websocket, sessions, session_id, owner, hello=hello)
 
 
 @router.websocket("/v1/models/{name}/stream")
 async def stream_new_session(websocket: WebSocket, name: str) -> None:
     """Open a session (optional `?version=`), tell the client its id, then stream steps."""
-    await websocket.accept()
+    await websocket.accept(subprotocol=chosen_protocol(websocket.scope))
     owner = owner_of(websocket)
     try:
         raw_version = websocket.query_params.get("version")

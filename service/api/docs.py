@@ -1,0 +1,65 @@
+"""OpenAPI docs that work offline (Swagger UI from the installed package) and know API keys.
+
+FastAPI's own `/docs` loads Swagger UI from a CDN and the schema declares no security scheme,
+so the docs neither load without the internet nor can send a key. Here the assets come from
+`service/ui/static/` and the schema declares both ways a key is accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from starlette.responses import HTMLResponse
+from starlette.staticfiles import StaticFiles
+
+from service.ui import STATIC_DIR, SWAGGER_UI_DIR
+
+DOCS_ASSETS = "/docs/assets"
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def _schema_with_keys(app: FastAPI, *, keys_required: bool) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        if keys_required:
+            # either scheme will do; Swagger UI then sends the key it was given on every call
+            schema["security"] = [{"bearer": []}, {"apiKey": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def install_docs(app: FastAPI, *, keys_required: bool) -> None:
+    """`/docs` from local assets and an OpenAPI schema with the API-key schemes.
+
+    The app must be built with `docs_url=None` so FastAPI's CDN page is not registered.
+    """
+    assets = STATIC_DIR / SWAGGER_UI_DIR
+
+    def openapi() -> dict[str, Any]:
+        return _schema_with_keys(app, keys_required=keys_required)
+
+    async def docs_page() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API docs",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            swagger_ui_parameters={"persistAuthorization": True},
+        )
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_api_route("/docs", docs_page, methods=["GET"], include_in_schema=False)
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
