@@ -25,6 +25,7 @@ async def run_session(
     outputs: list[Any] = []
     if over_ws:
         async with app.ws(f"/v1/sessions/{session_id}/stream") as ws:
+            assert (await ws.receive_json())["seq"] == 0  # the greeting
             for seq, step in enumerate(steps):
                 await ws.send_json({"seq": seq, "inputs": [step]})
                 outputs.extend((await ws.receive_json())["outputs"])

@@ -60,6 +60,7 @@ async def stream(
     outputs: list[Any] = []
     seq = 0
     async with app.ws(f"/v1/sessions/{session_id}/stream") as ws:
+        assert (await ws.receive_json())["seq"] == 0  # the greeting
         for size in sizes:
             request = {"seq": seq, "inputs": steps[seq : seq + size]}
             if rng.random() < 0.5:

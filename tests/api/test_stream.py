@@ -37,6 +37,7 @@ async def test_stream_answers_are_the_bytes_rest_answers(
     response = await app.client.post("/v1/models/rnn-feat/sessions")
     session_id = response.json()["session_id"]
     async with app.ws(f"/v1/sessions/{session_id}/stream") as ws:
+        assert (await ws.receive_json())["session_id"] == session_id  # the greeting
         await ws.send_json({"seq": 0, "inputs": [STEP]})
         over_ws = await ws.receive_text()
     over_rest = await app.client.post(
@@ -104,6 +105,8 @@ async def test_a_reconnecting_client_resumes_the_same_stream(
         outputs = (await ws.receive_json())["outputs"]
         await ws.send_json({"seq": 2, "inputs": steps[2:3]})  # sent, answer lost
     async with app.ws(f"/v1/sessions/{session_id}/stream") as ws:
+        # the greeting says the lost step was applied: seq 3 is next
+        assert (await ws.receive_json())["seq"] == 3
         await ws.send_json({"seq": 2, "inputs": steps[2:3]})  # resend: answered, not reapplied
         outputs += (await ws.receive_json())["outputs"]
         await ws.send_json({"seq": 3, "inputs": steps[3:]})
@@ -149,15 +152,17 @@ async def test_streams_need_the_key_that_owns_the_session(
 ) -> None:
     settings = cpu_settings(random_repository.path, api_keys="key-a,key-b")
     async with running_app(settings) as app:
-        with pytest.raises(WebSocketClosedError) as refused:
-            async with app.ws("/v1/models/rnn-feat/stream"):
-                pass
-        assert refused.value.code == 1008
+        async with app.ws("/v1/models/rnn-feat/stream") as ws:
+            assert (await ws.receive_json())["error"]["type"] == "unauthorized"
+            with pytest.raises(WebSocketClosedError) as refused:
+                await ws.receive_json()
+        assert refused.value.code == 4401
         async with app.ws("/v1/models/rnn-feat/stream", {"X-API-Key": "key-a"}) as ws:
             session_id = (await ws.receive_json())["session_id"]
         async with app.ws(f"/v1/sessions/{session_id}/stream", {"X-API-Key": "key-b"}) as ws:
             assert (await ws.receive_json())["error"]["type"] == "session_not_found"
         async with app.ws(f"/v1/sessions/{session_id}/stream", {"X-API-Key": "key-a"}) as ws:
+            assert (await ws.receive_json())["seq"] == 0  # the greeting
             await ws.send_json({"seq": 0, "inputs": [STEP]})
             assert (await ws.receive_json())["seq"] == 1
 

@@ -33,12 +33,14 @@ async def stream_mixed(base_url: str, steps: list[Any], initial: dict[str, Any])
         )
         outputs += first.json()["outputs"]
         async with websockets.connect(f"{ws_url}/v1/sessions/{session_id}/stream") as ws:
+            assert json.loads(await ws.recv())["seq"] == 3  # the greeting
             for seq in range(3, 6):
                 await ws.send(json.dumps({"seq": seq, "inputs": steps[seq : seq + 1]}))
                 outputs += json.loads(await ws.recv())["outputs"]
             await ws.send(json.dumps({"seq": 6, "inputs": steps[6:8]}))  # answer never read
             await ws.recv()
         async with websockets.connect(f"{ws_url}/v1/sessions/{session_id}/stream") as ws:
+            assert json.loads(await ws.recv())["seq"] == 8  # the greeting: the lost step applied
             await ws.send(json.dumps({"seq": 6, "inputs": steps[6:8]}))  # resent after reconnect
             outputs += json.loads(await ws.recv())["outputs"]
         last = await client.post(
