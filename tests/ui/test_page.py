@@ -171,6 +171,36 @@ def test_the_forecaster_chart_gets_every_month_over_the_websocket_equal_to_predi
     assert watched.console_errors == []
 
 
+def test_the_forecaster_resumes_its_session_after_the_socket_drops(
+    watched: Watched, server: ServerProcess
+) -> None:
+    watched.wait_for_cards(3)
+    watched.page.select_option("#co2-delay", "15")
+    watched.page.click("#co2-start")
+    watched.page.wait_for_function("window.rnnserveUi.co2.seq >= 12")
+    session_id = watched.ui("co2.sessionId")
+    watched.page.evaluate("window.rnnserveUi.co2.socket.socket.close(1000)")  # the socket is lost
+    watched.page.wait_for_function("!window.rnnserveUi.co2.running")
+    stopped_at = watched.ui("co2.seq")
+    watched.page.select_option("#co2-delay", "0")
+    watched.page.click("#co2-start")
+    watched.page.wait_for_function(
+        "window.rnnserveUi.co2.seq === window.rnnserveUi.co2.values.length && "
+        "!window.rnnserveUi.co2.running"
+    )
+    assert watched.ui("co2.sessionId") == session_id, "the page opened a new session"
+    assert watched.frames_received[f"sessions/{session_id}/stream"] >= 1  # the greeting
+    described = httpx.get(f"{server.base_url}/v1/sessions/{session_id}").json()
+    assert described["seq"] == len(watched.ui("co2.values")) > stopped_at
+    values = watched.ui("co2.values")
+    predicted = httpx.post(
+        f"{server.base_url}/v1/models/co2-forecaster/predict",
+        json={"inputs": [[[v] for v in values]], "output": "all"},
+    ).json()["outputs"][0]
+    forecast = watched.ui("co2.chart.data")[2]
+    np.testing.assert_allclose(forecast[1:], [step[0] for step in predicted], rtol=1e-6)
+
+
 def test_generated_text_grows_token_by_token_from_the_prompt(watched: Watched) -> None:
     watched.wait_for_cards(3)
     labels = watched.ui("cards['char-lm'].card.labels")

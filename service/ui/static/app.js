@@ -310,10 +310,22 @@ async function co2Run() {
   co2Buttons();
   try {
     if (!co2.socket || co2.socket.closed) {
-      co2.socket = new StepSocket(`v1/models/${CO2_MODEL}/stream`);
-      const hello = await co2.socket.hello;
+      // after a lost socket, continue the same session: its greeting says where it stands,
+      // and a step it applied whose answer never arrived is answered again from its record
+      const resume = Boolean(co2.sessionId);
+      co2.socket = new StepSocket(resume ? `v1/sessions/${co2.sessionId}/stream` : `v1/models/${CO2_MODEL}/stream`);
+      let hello;
+      try {
+        hello = await co2.socket.hello;
+      } catch (error) {
+        if (resume) {
+          co2.sessionId = null;
+          co2Clear();
+        }
+        throw error;
+      }
       co2.sessionId = hello.session_id;
-      co2.seq = hello.seq;
+      if (!resume || hello.seq < co2.seq) co2.seq = hello.seq;
     }
     while (co2.running && co2.seq < co2.values.length) {
       const seq = co2.seq;
