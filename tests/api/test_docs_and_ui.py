@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+from service.settings import Settings
 from tests.conftest import DEMO_REPOSITORY, app_client, cpu_settings
 
 ASSET = re.compile(r'(?:src|href)="([^"]+)"')
@@ -54,7 +57,9 @@ async def test_the_page_and_its_files_are_served_and_reference_only_the_server()
         assert (await client.get("/ui/static/nope.js")).status_code == 404
 
 
-async def test_rnnserve_ui_false_removes_the_page() -> None:
+async def test_rnnserve_ui_false_removes_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RNNSERVE_UI", "false")
+    assert Settings().ui is False
     async for client in app_client(cpu_settings(DEMO_REPOSITORY, ui=False)):
         assert (await client.get("/ui")).status_code == 404
         assert (await client.get("/ui/static/app.js")).status_code == 404

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, WebSocket, sync_playwright
+from rnnserve_client import Client, SessionNotFoundError
 
 from export.datasets import load_digits
 from tests.conftest import DEMO_REPOSITORY, ServerProcess, start_server
@@ -93,9 +93,16 @@ def watched(browser: Browser, server: ServerProcess) -> Iterator[Watched]:
     page.page.close()
 
 
-def served_models(base_url: str) -> list[dict[str, Any]]:
-    models: list[dict[str, Any]] = httpx.get(f"{base_url}/v1/models").json()["models"]
-    return models
+def forecasts_by_predict(base_url: str, values: list[float]) -> list[float]:
+    """What one predict over the whole series answers, month by month."""
+    with Client(base_url) as client:
+        outputs = client.predict("co2-forecaster", [[[v] for v in values]], output="all")
+    return [step[0] for step in outputs.outputs[0]]
+
+
+def session_seq(base_url: str, session_id: str) -> int:
+    with Client(base_url) as client:
+        return client.session(session_id).seq
 
 
 def run_forecaster(watched: Watched) -> None:
@@ -122,13 +129,15 @@ def softmax(logits: list[float]) -> list[float]:
 def test_the_page_loads_offline_without_console_errors_and_shows_every_card(
     watched: Watched, server: ServerProcess
 ) -> None:
-    models = served_models(server.base_url)
+    with Client(server.base_url) as client:
+        models = client.models()
     watched.wait_for_cards(len(models))
     cards = watched.page.locator("#model-cards article")
     assert cards.count() == len(models)
     for info in models:
-        text = watched.page.locator(f'article[data-model="{info["name"]}"]').inner_text()
-        card = info["card"]
+        text = watched.page.locator(f'article[data-model="{info.name}"]').inner_text()
+        card = info.card
+        assert card is not None
         mantissa, exponent = f"{card['parity']['max_abs_error']:.2e}".split("e")
         assert f"{mantissa}e{int(exponent)}" in text  # as JavaScript's toExponential(2) writes it
         assert card["head"] in text and "streamable" in text
@@ -157,11 +166,7 @@ def test_the_forecaster_chart_gets_every_month_over_the_websocket_equal_to_predi
     # the greeting plus one answer per month, all over the one socket
     assert watched.frames_received[f"models/{'co2-forecaster'}/stream"] == len(values) + 1
     assert observed[: len(values)] == values
-    predicted = httpx.post(
-        f"{server.base_url}/v1/models/co2-forecaster/predict",
-        json={"inputs": [[[v] for v in values]], "output": "all"},
-    ).json()["outputs"][0]
-    expected = [step[0] for step in predicted]
+    expected = forecasts_by_predict(server.base_url, values)
     # forecast[i + 1] is the answer to month i: the chart draws it at the month it forecasts
     gap = float(np.max(np.abs(np.asarray(forecast[1:], dtype=np.float64) - expected)))
     np.testing.assert_allclose(forecast[1:], expected, rtol=1e-6, atol=0)
@@ -190,15 +195,12 @@ def test_the_forecaster_resumes_its_session_after_the_socket_drops(
     )
     assert watched.ui("co2.sessionId") == session_id, "the page opened a new session"
     assert watched.frames_received[f"sessions/{session_id}/stream"] >= 1  # the greeting
-    described = httpx.get(f"{server.base_url}/v1/sessions/{session_id}").json()
-    assert described["seq"] == len(watched.ui("co2.values")) > stopped_at
     values = watched.ui("co2.values")
-    predicted = httpx.post(
-        f"{server.base_url}/v1/models/co2-forecaster/predict",
-        json={"inputs": [[[v] for v in values]], "output": "all"},
-    ).json()["outputs"][0]
+    assert session_seq(server.base_url, session_id) == len(values) > stopped_at
     forecast = watched.ui("co2.chart.data")[2]
-    np.testing.assert_allclose(forecast[1:], [step[0] for step in predicted], rtol=1e-6)
+    np.testing.assert_allclose(
+        forecast[1:], forecasts_by_predict(server.base_url, values), rtol=1e-6
+    )
 
 
 def test_generated_text_grows_token_by_token_from_the_prompt(watched: Watched) -> None:
@@ -230,11 +232,9 @@ def test_a_test_set_digit_drawn_on_the_grid_is_classified_row_by_row(
     watched.wait_for_cards(3)
     test_set = load_digits().test
     images = [image.astype(int) for image in test_set.x[:20]]
-    answer = httpx.post(
-        f"{server.base_url}/v1/models/digits-rnn/predict",
-        json={"inputs": [image.tolist() for image in images], "output": "all"},
-    ).json()
-    right = [i for i, out in enumerate(answer["outputs"]) if np.argmax(out[-1]) == test_set.y[i]]
+    with Client(server.base_url) as client:
+        answer = client.predict("digits-rnn", [image.tolist() for image in images], output="all")
+    right = [i for i, out in enumerate(answer.outputs) if np.argmax(out[-1]) == test_set.y[i]]
     index = right[0]
     draw_digit(watched, images[index])
     assert watched.ui("digits.pixels") == images[index].ravel().tolist()
@@ -246,7 +246,7 @@ def test_a_test_set_digit_drawn_on_the_grid_is_classified_row_by_row(
     assert watched.ui("digits.predicted") == str(test_set.y[index])
     assert watched.page.inner_text("#digits-class") == str(test_set.y[index])
     # one probability vector per row, each the softmax of the logits predict gives at that row
-    for shown, logits in zip(watched.ui("digits.rows"), answer["outputs"][index], strict=True):
+    for shown, logits in zip(watched.ui("digits.rows"), answer.outputs[index], strict=True):
         np.testing.assert_allclose(shown, softmax(logits), rtol=1e-5, atol=1e-7)
     assert watched.page.locator("#digits-history tbody tr").count() == 8
     assert watched.console_errors == []
@@ -264,7 +264,11 @@ def test_an_expired_session_is_shown_in_the_page_and_a_new_one_takes_over(
         watched.page.wait_for_function("window.rnnserveUi.digits.rows.length === 8")
         expired = watched.ui("digits.sessionId")
         deadline = time.monotonic() + 30
-        while httpx.get(f"{server.base_url}/v1/sessions/{expired}").status_code != 404:
+        while True:
+            try:
+                session_seq(server.base_url, expired)
+            except SessionNotFoundError:
+                break
             assert time.monotonic() < deadline, "the session never expired"
             time.sleep(0.2)
         watched.page.wait_for_selector("#digits-classify:not([disabled])")
