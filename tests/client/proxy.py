@@ -1,7 +1,8 @@
 """A loopback TCP proxy that loses the server's answers on purpose: a fault injector for clients.
 
 Everything the client sends reaches the server; every `drop_every`-th chunk the server sends
-back is not delivered: the proxy closes that connection instead. So the server applied the
+back is not delivered: the proxy closes that connection instead, or with `stall=True` keeps it
+open and silent until the client gives up (a timeout). Either way the server applied the
 request but the client never hears the answer, the case a retrying client must not double.
 """
 
@@ -16,9 +17,10 @@ from types import TracebackType
 class DroppingProxy:
     """Forward 127.0.0.1:<port> to 127.0.0.1:<upstream_port>, dropping answers as it goes."""
 
-    def __init__(self, upstream_port: int, *, drop_every: int) -> None:
+    def __init__(self, upstream_port: int, *, drop_every: int, stall: bool = False) -> None:
         self.upstream_port = upstream_port
         self.drop_every = drop_every
+        self.stall = stall
         self.port = 0
         self.chunks = 0
         self.drops = 0
@@ -72,6 +74,8 @@ class DroppingProxy:
                 self.chunks += 1
                 if self.chunks % self.drop_every == 0:
                     self.drops += 1
+                    if self.stall:
+                        await to_server  # silent until the client closes its end
                     break
                 writer.write(chunk)
                 await writer.drain()

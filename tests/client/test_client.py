@@ -69,6 +69,21 @@ def test_session_steps_are_exactly_once_when_answers_are_lost(server: Any) -> No
     assert "Traceback" not in server.log()
 
 
+def test_session_steps_are_exactly_once_when_answers_time_out(server: Any) -> None:
+    expected = whole_run(server.base_url)[:12]
+    with (
+        DroppingProxy(port_of(server.base_url), drop_every=4, stall=True) as proxy,
+        # the stalled answers never come: any timeout ends them, a short one keeps the test short
+        Client(f"http://127.0.0.1:{proxy.port}", retry=PATIENT, timeout_s=0.5) as client,
+        client.open(MODEL) as session,
+    ):
+        streamed = [session.step([[v]]).outputs[0][0] for v in SERIES[:12]]
+        on_server = session.refresh().seq
+    assert proxy.drops >= 2
+    assert on_server == 12
+    np.testing.assert_allclose(streamed, expected, rtol=1e-6)
+
+
 async def test_async_session_steps_are_exactly_once_when_answers_are_lost(server: Any) -> None:
     expected = whole_run(server.base_url)
     with DroppingProxy(port_of(server.base_url), drop_every=3) as proxy:

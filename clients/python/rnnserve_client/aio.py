@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from rnnserve_client._wire import (
     DEFAULT_URL,
@@ -47,6 +47,8 @@ from rnnserve_client.types import (
     State,
     StepResult,
 )
+
+CLOSE_POLICY_VIOLATION = 1008
 
 
 def ws_protocols(api_key: str | None) -> list[str]:
@@ -273,7 +275,9 @@ class Stream:
             message = await self._socket.recv()
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else 1006
-            if code >= 4000 or isinstance(exc, ConnectionClosedOK):
+            # 4000 + status: the server refuses (session gone, bad key); 1008: too many bad
+            # messages. Anything else (a drop, a restart's 1001/1012) is worth a reconnect.
+            if code >= 4000 or code == CLOSE_POLICY_VIOLATION:
                 reason = exc.rcvd.reason if exc.rcvd is not None else ""
                 raise StreamClosedError(
                     f"the server closed the stream ({code} {reason})".strip(),
