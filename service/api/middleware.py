@@ -145,9 +145,10 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-async def _refuse_socket(scope: Scope, receive: Receive, send: Send, error: Exception) -> None:
+async def _refuse_socket(
+    scope: Scope, receive: Receive, send: Send, error: UnauthorizedError
+) -> None:
     """Accept, say why in-band, close 4401: closing before accepting reads as a bare 403."""
-    assert isinstance(error, UnauthorizedError)
     message = await receive()
     if message["type"] != "websocket.connect":
         return
