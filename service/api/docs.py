@@ -57,7 +57,8 @@ def install_docs(app: FastAPI, *, keys_required: bool) -> None:
             swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
-            swagger_ui_parameters={"persistAuthorization": True},
+            # no validator badge: it is an image from validator.swagger.io
+            swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None},
         )
 
     app.openapi = openapi  # type: ignore[method-assign]

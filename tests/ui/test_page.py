@@ -309,6 +309,24 @@ def test_with_api_keys_the_page_reports_401_then_streams_with_the_typed_key(
         server.stop()
 
 
+def test_swagger_ui_renders_offline_with_an_authorize_button(
+    browser: Browser, server: ServerProcess
+) -> None:
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    outside: list[str] = []
+    page.on(
+        "request", lambda r: None if r.url.startswith(server.base_url) else outside.append(r.url)
+    )
+    page.goto(f"{server.base_url}/docs")
+    page.locator(".swagger-ui .info .title").wait_for()
+    assert "rnnserve" in page.inner_text(".swagger-ui .info .title")
+    page.locator(".swagger-ui button.authorize").wait_for()
+    assert page.locator(".swagger-ui .opblock").count() > 10
+    assert outside == []
+    page.close()
+
+
 def test_all_three_demos_side_by_side_for_the_screenshot(watched: Watched, tmp_path: Path) -> None:
     watched.wait_for_cards(3)
     test_set = load_digits().test
