@@ -211,6 +211,7 @@ async def stream_rate(server: Server, streams: int, seconds: float, protocol: st
                 compression=None,
                 ping_interval=None,
             )
+            await socket.recv()  # the greeting: the session, its seq
 
             async def ws_call(seq: int, s: Any = socket, i: int = index) -> None:
                 await s.send(b'{"seq":%d,"inputs":%s}' % (seq, bodies[(i + seq) % 16]), text=True)

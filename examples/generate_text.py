@@ -6,23 +6,20 @@
 
 The server carries the LSTM state; the client sends the prompt once, then one sampled
 character per message, and samples from the logits it gets back (temperature and top-k on
-the client side). If the socket drops, the client reconnects to the same session and resends
-its last message with the same `seq`: the server answers it again without advancing, so the
-text goes on exactly where it was. Needs only websockets and httpx.
+the client side). `rnnserve_client`'s `Stream` resumes a dropped socket on the same session
+and resends its last message with the same `seq`: the server answers it again without
+advancing, so the text goes on exactly where it was.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import random
 import sys
-from typing import Any
 
-import httpx
-import websockets
+from rnnserve_client import AsyncClient, RnnServeError
 
 
 def sample(logits: list[float], temperature: float, top_k: int, rng: random.Random) -> int:
@@ -36,73 +33,39 @@ def sample(logits: list[float], temperature: float, top_k: int, rng: random.Rand
     return rng.choices(kept, weights=weights)[0]
 
 
-class Stream:
-    """One session over a WebSocket that reconnects and resends on a dropped connection."""
-
-    def __init__(self, ws_url: str, model: str) -> None:
-        self.ws_url = ws_url
-        self.model = model
-        self.session_id = ""
-        self.socket: Any = None
-
-    async def open(self) -> None:
-        self.socket = await websockets.connect(f"{self.ws_url}/v1/models/{self.model}/stream")
-        hello = json.loads(await self.socket.recv())
-        if "error" in hello:
-            sys.exit(f"cannot open a session: {hello['error']['message']}")
-        self.session_id = hello["session_id"]
-
-    async def step(self, seq: int, tokens: list[int]) -> dict[str, Any]:
-        message = json.dumps({"seq": seq, "inputs": tokens})
-        for attempt in range(5):
-            try:
-                await self.socket.send(message)
-                answer: dict[str, Any] = json.loads(await self.socket.recv())
-            except (websockets.ConnectionClosedError, OSError):
-                await asyncio.sleep(0.2 * 2**attempt)
-                url = f"{self.ws_url}/v1/sessions/{self.session_id}/stream"
-                self.socket = await websockets.connect(url)
-                continue
-            if "error" in answer:
-                sys.exit(f"\nserver error: {answer['error']}")
-            return answer
-        sys.exit("\nthe connection keeps dropping")
-
-    async def close(self) -> None:
-        await self.socket.close()
-
-
 async def generate(args: argparse.Namespace) -> None:
-    async with httpx.AsyncClient(base_url=args.url, timeout=10) as client:
-        card = (await client.get(f"/v1/models/{args.model}")).json()["card"]
-    vocabulary: list[str] | None = card.get("labels")
-    if vocabulary is None:  # a token model without a character table: show the ids
-        vocabulary = [f"<{i}>" for i in range(card["vocab_size"])]
-    index = {char: i for i, char in enumerate(vocabulary)}
-    prompt = [index.get(char, 0) for char in args.prompt] or [0]
-    rng = random.Random(args.seed)
-    stream = Stream(args.url.replace("http", "ws", 1), args.model)
-    await stream.open()
-    print(args.prompt, end="", flush=True)
-    answer = await stream.step(0, prompt)
-    for _ in range(args.length):
-        token = sample(answer["outputs"][-1], args.temperature, args.top_k, rng)
-        print(vocabulary[token], end="", flush=True)
-        answer = await stream.step(answer["seq"], [token])
-    print(f"\n\n[session {stream.session_id}, {answer['seq']} steps]")
-    await stream.close()
+    async with AsyncClient(args.url, api_key=args.api_key) as client:
+        card = (await client.model(args.model)).card or {}
+        vocabulary: list[str] | None = card.get("labels")
+        if vocabulary is None:  # a token model without a character table: show the ids
+            vocabulary = [f"<{i}>" for i in range(card["vocab_size"])]
+        index = {char: i for i, char in enumerate(vocabulary)}
+        prompt = [index.get(char, 0) for char in args.prompt] or [0]
+        rng = random.Random(args.seed)
+        async with await client.stream(args.model) as stream:
+            print(args.prompt, end="", flush=True)
+            answer = await stream.step(prompt)
+            for _ in range(args.length):
+                token = sample(answer.outputs[-1], args.temperature, args.top_k, rng)
+                print(vocabulary[token], end="", flush=True)
+                answer = await stream.step([token])
+            print(f"\n\n[session {stream.session_id}, {answer.seq} steps]")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--model", default="char-lm")
+    parser.add_argument("--api-key", help="when the server has RNNSERVE_API_KEYS")
     parser.add_argument("--prompt", default="def ")
     parser.add_argument("--length", type=int, default=300)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top-k", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    asyncio.run(generate(parser.parse_args()))
+    try:
+        asyncio.run(generate(parser.parse_args()))
+    except RnnServeError as exc:
+        sys.exit(f"\nserver error: {exc}")
 
 
 if __name__ == "__main__":

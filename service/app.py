@@ -10,10 +10,12 @@ from fastapi import FastAPI
 
 from service.core.repository import Repository
 from service.edges import ws
+from service.edges.docs import install_docs
 from service.edges.errors import install_error_handlers
 from service.edges.http import models, ops, sessions
 from service.edges.http.routes import HotRoute, install_hot_routes
 from service.edges.middleware import ApiKeyMiddleware, RequestContextMiddleware
+from service.edges.ui import install_ui
 from service.edges.v2 import routes as v2
 from service.engine import Engine
 from service.settings import Settings
@@ -43,7 +45,14 @@ def create_app(
         finally:
             await engine.stop()
 
-    app = FastAPI(title="rnnserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="rnnserve",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # install_docs serves /docs from local assets
+        redoc_url=None,  # ReDoc has no offline build here; Swagger UI covers the docs
+    )
     app.state.engine = engine
     install_error_handlers(app)
     app.include_router(ops.router)
@@ -52,6 +61,9 @@ def create_app(
     app.include_router(ws.router)
     app.include_router(v2.router)
     install_hot_routes(app, HOT_ROUTES)
+    install_docs(app, keys_required=bool(settings.api_keys))
+    if settings.ui:
+        install_ui(app)
     if settings.api_keys:
         app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in settings.api_keys])
     app.add_middleware(

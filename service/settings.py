@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     max_step_delay_ms: float = Field(default=0.5, ge=0)
     store_timeout_s: float = Field(default=1.0, gt=0)
 
+    # the live page at /ui (static files, no data of its own); RNNSERVE_UI=false removes it
+    ui: bool = True
+
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     access_log: bool = True
     log_level: LogLevel = LogLevel.INFO

@@ -80,6 +80,10 @@ def create_app(model_path: Any) -> FastAPI:
     @app.websocket("/v1/sessions/{session_id}/stream")
     async def stream(websocket: WebSocket, session_id: str) -> None:
         await websocket.accept()
+        # greet like rnnserve does (the session and its seq), so both speak one protocol
+        known = streams.get(session_id)
+        greeting = {"session_id": session_id, "seq": known.seq if known else None}
+        await websocket.send_text(orjson.dumps(greeting).decode())
         try:
             while True:
                 _, payload = apply_steps(session_id, orjson.loads(await websocket.receive_text()))

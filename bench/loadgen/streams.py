@@ -111,8 +111,11 @@ def rest_workers(
 
 
 async def ws_connect(url: str) -> ClientConnection:
-    """A plain client: no compression, no proxy, no keepalive pings during the load."""
-    return await connect(url, compression=None, proxy=None, max_size=None, ping_interval=None)
+    """A plain client: no compression, no proxy, no keepalive pings during the load; the
+    stream's greeting (the session) is read here, before any step."""
+    socket = await connect(url, compression=None, proxy=None, max_size=None, ping_interval=None)
+    await socket.recv()
+    return socket
 
 
 async def ws_workers(

@@ -15,14 +15,17 @@ from starlette.datastructures import Headers
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.edges.errors import response_for
+from service.edges.errors import error_frame, response_for
+from service.edges.ws_auth import CLOSE_UNAUTHORIZED, chosen_protocol, key_from_protocols
 from service.errors import UnauthorizedError
 from service.logs import request_id_var
 from service.metrics import Metrics
 
 access_log = logging.getLogger("rnnserve.access")
 
-OPEN_PREFIXES = ("/health/", "/v2/health/")
+OPEN_PREFIXES = ("/health/", "/v2/health/", "/ui/static/", "/docs/assets/")
+# pages and the schema hold no data; the page and Swagger UI send the key typed into them
+OPEN_PATHS = frozenset({"/ui", "/docs", "/openapi.json"})
 
 
 def key_fingerprint(key: str) -> str:
@@ -114,11 +117,14 @@ class ApiKeyMiddleware:
         self.app = app
         self.keys = [k.encode() for k in keys]
 
-    def _identify(self, headers: Headers) -> str | None:
+    def _identify(self, scope: Scope) -> str | None:
+        headers = Headers(scope=scope)
         presented = headers.get("x-api-key")
         auth = headers.get("authorization", "")
         if presented is None and auth[:7].lower() == "bearer ":
             presented = auth[7:].strip()
+        if presented is None and scope["type"] == "websocket":
+            presented = key_from_protocols(scope)
         if not presented:
             return None
         candidate = presented.encode()
@@ -127,16 +133,29 @@ class ApiKeyMiddleware:
         return key_fingerprint(presented) if any(matched) else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"].startswith(OPEN_PREFIXES):
+        path = scope["path"] if scope["type"] in ("http", "websocket") else ""
+        if not path or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
-        owner = self._identify(Headers(scope=scope))
+        owner = self._identify(scope)
         if owner is None:
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
-                return
             error = UnauthorizedError("a valid API key is required (Authorization: Bearer <key>)")
-            await response_for(scope["path"], error)(scope, receive, send)
+            if scope["type"] == "websocket":
+                await _refuse_socket(scope, receive, send, error)
+                return
+            await response_for(path, error)(scope, receive, send)
             return
         scope.setdefault("state", {})["owner"] = owner
         await self.app(scope, receive, send)
+
+
+async def _refuse_socket(
+    scope: Scope, receive: Receive, send: Send, error: UnauthorizedError
+) -> None:
+    """Accept, say why in-band, close 4401: closing before accepting reads as a bare 403."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept", "subprotocol": chosen_protocol(scope)})
+    await send({"type": "websocket.send", "text": error_frame(error)})
+    await send({"type": "websocket.close", "code": CLOSE_UNAUTHORIZED, "reason": error.type})

@@ -1,14 +1,15 @@
 """WebSocket streaming: many steps over one socket, same sessions and seq rules as REST.
 
-Frames are JSON (text; binary frames holding JSON are accepted too). On connect the server
-sends the session (`GET /v1/sessions/{id}`'s body, with its current `seq`), so a reconnecting
-client knows where to continue. The client sends `{"seq": n, "inputs": [...]}` and gets the
-body `POST /v1/sessions/{id}/steps` answers. Leaving `seq` out applies the steps as the next
-ones, wherever the session is: handy for a single writer, but a resent message is then applied
-twice, so retrying clients send seq. Errors come in-band as `{"error": {"type", "message",
-"detail"}}`. The socket closes with 4000 + the HTTP status when the session is gone or cannot
-be opened (4404, 4400, 4429, 4503), with 1008 after MAX_MALFORMED_MESSAGES bad messages in a
-row, and the session outlives the socket until its TTL, so a client reconnects and continues.
+Frames are JSON (text; binary frames holding JSON are accepted too). The client sends
+`{"seq": n, "inputs": [...]}` and gets the body `POST /v1/sessions/{id}/steps` answers; both
+routes first send the session (`GET /v1/sessions/{id}`'s body, `seq` included).
+Leaving `seq` out applies the steps as the next ones, wherever the session is: handy for
+a single writer, but a resent message is then applied twice, so retrying clients send seq.
+Errors come in-band as `{"error": {"type", "message", "detail"}}`. The socket closes with
+4000 + the HTTP status when the session is gone or cannot be opened (4404, 4400, 4429,
+4503) or the API key is missing (4401, see ws_auth), with 1008 after MAX_MALFORMED_MESSAGES
+bad messages in a row, and the session outlives the socket until its TTL, so a client
+reconnects and continues.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from service.edges.errors import close_code_for, error_frame
 from service.edges.http.codec import decode_step, describe_session, render_step, to_array
 from service.edges.http.deps import engine_of, owner_of, query_version
+from service.edges.ws_auth import chosen_protocol
 from service.errors import InvalidInputError, LimitExceededError, NotFoundError, RnnServeError
 from service.operations.sessions import SessionManager
 
@@ -55,8 +57,11 @@ async def _refuse(websocket: WebSocket, exc: RnnServeError) -> None:
 
 @router.websocket("/v1/sessions/{session_id}/stream")
 async def stream_session(websocket: WebSocket, session_id: str) -> None:
-    """Stream steps into an existing session (one opened over REST, or a reconnect)."""
-    await websocket.accept()
+    """Stream steps into an existing session (one opened over REST, or a reconnect).
+
+    The first message is the session as `GET /v1/sessions/{id}` shows it, `seq` included, so a
+    reconnecting client learns whether its last step was applied."""
+    await websocket.accept(subprotocol=chosen_protocol(websocket.scope))
     owner = owner_of(websocket)
     try:
         sessions = engine_of(websocket).sessions
@@ -70,7 +75,7 @@ async def stream_session(websocket: WebSocket, session_id: str) -> None:
 @router.websocket("/v1/models/{name}/stream")
 async def stream_new_session(websocket: WebSocket, name: str) -> None:
     """Open a session (optional `?version=`), tell the client its id, then stream steps."""
-    await websocket.accept()
+    await websocket.accept(subprotocol=chosen_protocol(websocket.scope))
     owner = owner_of(websocket)
     try:
         sessions = engine_of(websocket).sessions

@@ -152,10 +152,11 @@ async def test_streams_need_the_key_that_owns_the_session(
 ) -> None:
     settings = cpu_settings(random_repository.path, api_keys="key-a,key-b")
     async with running_app(settings) as app:
-        with pytest.raises(WebSocketClosedError) as refused:
-            async with app.ws("/v1/models/rnn-feat/stream"):
-                pass
-        assert refused.value.code == 1008
+        async with app.ws("/v1/models/rnn-feat/stream") as ws:
+            assert (await ws.receive_json())["error"]["type"] == "unauthorized"
+            with pytest.raises(WebSocketClosedError) as refused:
+                await ws.receive_json()
+        assert refused.value.code == 4401
         async with app.ws("/v1/models/rnn-feat/stream", {"X-API-Key": "key-a"}) as ws:
             session_id = (await ws.receive_json())["session_id"]
         async with app.ws(f"/v1/sessions/{session_id}/stream", {"X-API-Key": "key-b"}) as ws:
