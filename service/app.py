@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import models, ops, sessions, stream, v2
+from service.api import models, ops, sessions, stream, triton, v2
 from service.api.errors import install_error_handlers
 from service.api.middleware import ApiKeyMiddleware, RequestContextMiddleware
 from service.engine import Engine
@@ -37,6 +37,8 @@ def create_app(settings: Settings, *, repository: Repository | None = None) -> F
     app.include_router(models.router)
     app.include_router(sessions.router)
     app.include_router(stream.router)
+    # before v2: /v2/models/stats must not be read as a model named "stats"
+    app.include_router(triton.router)
     app.include_router(v2.router)
     if settings.api_keys:
         app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in settings.api_keys])

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.errors import NotReadyError, QueueFullError
+from service.inference_stats import BatchRecorder
 from service.metrics import Metrics
 from service.runtime import FloatArray, IntArray, ModelRunner, RecurrentState, RnnBatch
 
@@ -41,6 +42,7 @@ class BatchJob:
     sequences: list[FloatArray | IntArray]
     states: RecurrentState | None
     future: asyncio.Future[list[SequenceResult]]
+    queued_at: float = field(default_factory=time.perf_counter)
     size: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -114,6 +116,7 @@ class Batcher:
         self._queue_depth = metrics.queue_depth.labels(*labels)
         self._inference_seconds = metrics.inference_seconds.labels(*labels)
         self._batch_size = metrics.batch_size.labels(*labels)
+        self._recorder = BatchRecorder(metrics, model=labels[0], version=labels[1], kind=kind)
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -133,6 +136,7 @@ class Batcher:
         if self._closing:
             raise NotReadyError("the server is shutting down", retry_after_s=1.0)
         if self._queued + len(sequences) > self._max_queue:
+            self._recorder.rejected()
             raise QueueFullError(
                 f"the {self._kind} queue of {self._runner.card.name} is full", retry_after_s=1.0
             )
@@ -191,12 +195,14 @@ class Batcher:
                         self._executor, run_jobs, live, self._runner
                     )
             except Exception as exc:
+                self._recorder.failed(live)
                 for job in live:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
             self._inference_seconds.observe(time.perf_counter() - started)
             self._batch_size.observe(sequences)
+            self._recorder.succeeded(live, started=started, sequences=sequences)
             for job, rows in zip(live, results, strict=True):
                 if not job.future.done():
                     job.future.set_result(rows)

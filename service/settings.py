@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     max_step_delay_ms: float = Field(default=0.5, ge=0)
     store_timeout_s: float = Field(default=1.0, gt=0)
 
+    # gRPC (KServe V2 + Triton's ModelStreamInfer) listens only when a port is set
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    # streamable models declare Triton's sequence_batching in their V2 config; off: every model
+    # declares dynamic_batching (perf_analyzer then profiles stateless requests)
+    v2_sequence_batching: bool = True
+
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     access_log: bool = True
     log_level: str = "info"

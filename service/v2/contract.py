@@ -1,7 +1,7 @@
 """The model contract (DESIGN.md section 2) in V2 terms: tensor specs, metadata, batches, answers.
 
-rnnserve keeps the contract's layout on the wire: `h0`/`c0`/`hn`/`cn` are
-[layers*dirs, batch, hidden], batch on axis 1 (Triton-style models batch on axis 0).
+Every V2 tensor is batch-first, as Triton batches: the states are `[batch, rows, width]` on the
+wire and `[rows, batch, width]` in the graph (`service.v2.layout` moves the axes).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from service.errors import InvalidInputError, LimitExceededError
 from service.repository import LoadedModel
 from service.runtime import FloatArray, IntArray, RecurrentState
 from service.v2.codec import Datatype, InferRequest, OutputTensor, TensorSpec
+from service.v2.layout import graph_state, wire_state
 
 PLATFORM = "onnxruntime_onnx"
 
@@ -45,13 +46,16 @@ def contract_specs(card: ModelCard) -> ContractSpecs:
         sequence = TensorSpec("tokens", Datatype.INT64, (-1, -1))
     else:
         sequence = TensorSpec("x", Datatype.FP32, (-1, -1, card.input_size or 0))
-    inputs = [sequence, TensorSpec("seq_lens", Datatype.INT32, (-1,), optional=True)]
+    inputs = [
+        sequence,
+        TensorSpec("seq_lens", Datatype.INT32, (-1, 1), optional=True, also_accepts=(-1,)),
+    ]
     inputs += [
-        TensorSpec(s.input, Datatype.FP32, (s.rows, -1, s.width), optional=True)
+        TensorSpec(s.input, Datatype.FP32, (-1, s.rows, s.width), optional=True)
         for s in card.states
     ]
     outputs = [TensorSpec("y", Datatype.FP32, (-1, -1, card.output_size))]
-    outputs += [TensorSpec(s.output, Datatype.FP32, (s.rows, -1, s.width)) for s in card.states]
+    outputs += [TensorSpec(s.output, Datatype.FP32, (-1, s.rows, s.width)) for s in card.states]
     return ContractSpecs({s.name: s for s in inputs}, {s.name: s for s in outputs})
 
 
@@ -103,8 +107,9 @@ def _seq_lens(request: InferRequest, batch: int, steps: int) -> list[int]:
     raw = request.inputs.get("seq_lens")
     if raw is None:
         return [steps] * batch
-    if raw.shape != (batch,):
+    if raw.shape not in ((batch,), (batch, 1)):
         raise InvalidInputError(f"seq_lens has shape {list(raw.shape)}; the batch is {batch}")
+    raw = raw.reshape(batch)
     if raw.min() < 1 or raw.max() > steps:
         raise InvalidInputError(f"every seq_lens value must be in 1..{steps} (the seq axis)")
     return [int(v) for v in raw]
@@ -121,14 +126,14 @@ def initial_state(request: InferRequest, card: ModelCard, batch: int) -> Recurre
     arrays: list[FloatArray] = []
     for name, array in zip(names, given, strict=True):
         assert array is not None
-        if array.shape[1] != batch:
+        if array.shape[0] != batch:
             raise InvalidInputError(
-                f"{name} has batch {array.shape[1]} on axis 1 ([layers*dirs, batch, hidden]); "
+                f"{name} has batch {array.shape[0]} on axis 0 ([batch, rows, width]); "
                 f"the input batch is {batch}"
             )
         if not np.isfinite(array).all():
             raise InvalidInputError(f"{name}: NaN or infinite values are not allowed")
-        arrays.append(array)
+        arrays.append(graph_state(array))
     return RecurrentState(arrays[0], arrays[1] if len(arrays) > 1 else None)
 
 
@@ -140,9 +145,9 @@ def to_arrays(
     for row, result in enumerate(results):
         y[row, : len(result.y)] = result.y
     state = RecurrentState.stack([r.state for r in results])
-    arrays = {"y": y, "hn": state.h}
+    arrays = {"y": y, "hn": wire_state(state.h)}
     if state.c is not None:
-        arrays["cn"] = state.c
+        arrays["cn"] = wire_state(state.c)
     return arrays
 
 

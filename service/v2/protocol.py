@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from service.engine import Engine
 from service.errors import InvalidInputError, NotReadyError
 from service.repository import LoadedModel
-from service.v2.codec import decode_request
+from service.v2.classification import check_parameters, classify
+from service.v2.codec import InferRequest, OutputTensor, decode_request
 from service.v2.contract import contract_specs, model_metadata, select_outputs, to_arrays, to_batch
 from service.v2.framing import (
     EncodedResponse,
@@ -17,7 +19,15 @@ from service.v2.framing import (
 )
 from service.v2.sequences import parse_sequence_control, run_sequence_step
 
-EXTENSIONS = ["binary_tensor_data", "sequence", "sequence(string_id)"]
+EXTENSIONS = [
+    "binary_tensor_data",
+    "sequence",
+    "sequence(string_id)",
+    "classification",
+    "model_configuration",
+    "statistics",
+    "model_repository",
+]
 
 
 def parse_version(raw: str | None) -> int | None:
@@ -52,6 +62,16 @@ def describe(engine: Engine, name: str, version: str | None) -> dict[str, Any]:
     return model_metadata(model, versions)
 
 
+@dataclass(frozen=True, slots=True)
+class InferAnswer:
+    """A run infer request: the version that answered and the tensors, before any encoding."""
+
+    model_name: str
+    model_version: int
+    id: str | None
+    outputs: list[OutputTensor]
+
+
 async def infer(
     engine: Engine,
     *,
@@ -62,7 +82,7 @@ async def infer(
     content_encoding: str | None,
     owner: str | None,
 ) -> EncodedResponse:
-    """Decode, check, run (batched with every other request, or as a sequence step), encode."""
+    """Decode an HTTP body, run it (`run_infer`), encode the answer."""
     model = ready_model(engine, name, version)
     specs = contract_specs(model.card)
     body = decompress(body, content_encoding, limit_bytes=engine.settings.max_body_bytes)
@@ -72,6 +92,27 @@ async def infer(
         inputs=specs.inputs,
         outputs=specs.outputs,
     )
+    answer = await run_infer(engine, model=model, pinned=version, request=request, owner=owner)
+    header: dict[str, Any] = {"model_name": answer.model_name, "model_version": str(model.version)}
+    if answer.id is not None:
+        header["id"] = answer.id
+    return encode_response(header, answer.outputs)
+
+
+async def run_infer(
+    engine: Engine,
+    *,
+    model: LoadedModel,
+    pinned: str | None,
+    request: InferRequest,
+    owner: str | None,
+) -> InferAnswer:
+    """Check and run a decoded request: batched with every other request, or a sequence step.
+
+    Every V2 edge (HTTP, gRPC) decodes into an `InferRequest` and calls this; `pinned` is the
+    version the client named (None or "" for the default).
+    """
+    check_parameters(request)
     batch = to_batch(request, model.card, engine.limits)
     control = parse_sequence_control(request.parameters)
     if control is None:
@@ -81,12 +122,12 @@ async def infer(
         arrays = await run_sequence_step(
             engine,
             model=model,
-            pinned=version not in (None, ""),
+            pinned=pinned not in (None, ""),
             batch=batch,
             control=control,
             owner=owner,
         )
-    header: dict[str, Any] = {"model_name": model.name, "model_version": str(model.version)}
-    if request.id is not None:
-        header["id"] = request.id
-    return encode_response(header, select_outputs(request, specs, arrays))
+    specs = contract_specs(model.card)
+    lengths = [len(s) for s in batch.sequences]
+    outputs = classify(request, model.card, lengths, select_outputs(request, specs, arrays))
+    return InferAnswer(model.name, model.version, request.id, outputs)

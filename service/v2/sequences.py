@@ -21,6 +21,7 @@ from service.repository import LoadedModel
 from service.runtime import FloatArray
 from service.sessions.record import SessionRecord
 from service.v2.contract import ContractBatch
+from service.v2.layout import wire_state
 
 MAX_STRING_ID_CHARS = 256
 UINT64_LIMIT = 2**64
@@ -144,7 +145,7 @@ def _outputs(steps: int, valid: FloatArray, after: SessionRecord) -> dict[str, F
     # `valid` holds the valid steps only; steps past `seq_lens` stay zero, as in stateless infer
     out = np.zeros((1, steps, valid.shape[1]), np.float32)
     out[0, : len(valid)] = valid
-    arrays = {"y": out, "hn": after.state.h}
+    arrays = {"y": out, "hn": wire_state(after.state.h)}
     if after.state.c is not None:
-        arrays["cn"] = after.state.c
+        arrays["cn"] = wire_state(after.state.c)
     return arrays
