@@ -25,9 +25,19 @@ def create_app(settings: Settings, *, repository: Repository | None = None) -> F
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.start()
+        grpc_server = None
         try:
+            if settings.grpc_port is not None:
+                # imported here: grpcio and the Triton protobufs are the optional [grpc] extra
+                from service.grpc.server import start_grpc
+
+                grpc_server = await start_grpc(
+                    engine, host=settings.host, port=settings.grpc_port, server_version=app.version
+                )
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(settings.shutdown_grace_s)
             await engine.stop()
 
     app = FastAPI(title="rnnserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)

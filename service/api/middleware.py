@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import logging
 import os
@@ -16,17 +14,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import response_for
 from service.errors import UnauthorizedError
+from service.keys import identify_key
 from service.logs import request_id_var
 from service.metrics import Metrics
 
 access_log = logging.getLogger("rnnserve.access")
 
 OPEN_PREFIXES = ("/health/", "/v2/health/")
-
-
-def key_fingerprint(key: str) -> str:
-    """A stable, non-reversible id for an API key: sessions record this, never the key."""
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _route_template(scope: Scope) -> str:
@@ -110,16 +104,7 @@ class ApiKeyMiddleware:
         self.keys = [k.encode() for k in keys]
 
     def _identify(self, headers: Headers) -> str | None:
-        presented = headers.get("x-api-key")
-        auth = headers.get("authorization", "")
-        if presented is None and auth[:7].lower() == "bearer ":
-            presented = auth[7:].strip()
-        if not presented:
-            return None
-        candidate = presented.encode()
-        # compare against every key so the time taken does not reveal which one matched
-        matched = [hmac.compare_digest(candidate, key) for key in self.keys]
-        return key_fingerprint(presented) if any(matched) else None
+        return identify_key(headers.get("authorization"), headers.get("x-api-key"), self.keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"].startswith(OPEN_PREFIXES):

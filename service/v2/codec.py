@@ -181,7 +181,7 @@ def _decode_input(
         raise InvalidInputError(
             f"input {name!r} has datatype {datatype!r}; the model takes {spec.datatype.value}"
         )
-    shape = _shape(tensor.get("shape"), spec)
+    shape = check_shape(tensor.get("shape"), spec)
     parameters = _parameters(tensor.get("parameters"), f"input {name!r} parameters")
     size = parameters.get("binary_data_size")
     if size is not None:
@@ -193,7 +193,8 @@ def _decode_input(
     return _json_data(tensor.get("data"), spec, shape)
 
 
-def _shape(raw: Any, spec: TensorSpec) -> tuple[int, ...]:
+def check_shape(raw: Any, spec: TensorSpec) -> tuple[int, ...]:
+    """A client's shape as a tuple, when it is one the spec takes (-1 axes take any size)."""
     if not isinstance(raw, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw
     ):
