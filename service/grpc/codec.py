@@ -35,6 +35,9 @@ CONTENTS_FIELD = {
     Datatype.INT32: "int_contents",
 }
 SHARED_MEMORY_KEYS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+# a stream flag, not an inference parameter: the answer then carries `triton_final_response`
+EMPTY_FINAL_RESPONSE = "triton_enable_empty_final_response"
+FINAL_RESPONSE = "triton_final_response"
 
 
 def parameter_value(parameter: Any) -> Any:
@@ -98,8 +101,17 @@ def decode_infer_request(
         inputs=arrays,
         outputs=requested or None,
         binary_output=True,
-        parameters=parameters_of(message.parameters, "the request"),
+        parameters=parameters_of(
+            {k: v for k, v in message.parameters.items() if k != EMPTY_FINAL_RESPONSE},
+            "the request",
+        ),
     )
+
+
+def wants_final_flag(message: Any) -> bool:
+    """True when a stream request asks for `triton_final_response` on its (single) answer."""
+    parameter = message.parameters.get(EMPTY_FINAL_RESPONSE)
+    return bool(parameter is not None and parameter.bool_param)
 
 
 def _decode_tensor(tensor: Any, spec: TensorSpec, raw: bytes | None) -> np.ndarray[Any, Any]:
@@ -130,12 +142,20 @@ def _decode_tensor(tensor: Any, spec: TensorSpec, raw: bytes | None) -> np.ndarr
 
 
 def encode_infer_response(
-    *, model_name: str, model_version: int, request_id: str | None, outputs: list[OutputTensor]
+    *,
+    model_name: str,
+    model_version: int,
+    request_id: str | None,
+    outputs: list[OutputTensor],
+    final_flag: bool = False,
 ) -> Any:
     """A `ModelInferResponse` with every tensor in `raw_output_contents`."""
     response = pb.ModelInferResponse(
         model_name=model_name, model_version=str(model_version), id=request_id or ""
     )
+    if final_flag:
+        # one answer per request: it is also the final one
+        response.parameters[FINAL_RESPONSE].bool_param = True
     for out in outputs:
         array = np.ascontiguousarray(out.array, NUMPY_DTYPES[out.datatype])
         response.outputs.add(name=out.name, datatype=out.datatype.value, shape=list(array.shape))

@@ -23,7 +23,12 @@ from tritonclient.grpc import service_pb2 as pb
 from service.engine import Engine
 from service.errors import NotSupportedError, RnnServeError, UnauthorizedError
 from service.grpc import adapter
-from service.grpc.codec import decode_infer_request, encode_infer_response
+from service.grpc.codec import (
+    FINAL_RESPONSE,
+    decode_infer_request,
+    encode_infer_response,
+    wants_final_flag,
+)
 from service.grpc.errors import code_for, retry_after_metadata
 from service.keys import identify_key
 
@@ -155,6 +160,7 @@ class InferenceServicer:
             model_version=answer.model_version,
             request_id=answer.id,
             outputs=answer.outputs,
+            final_flag=wants_final_flag(request),
         )
 
     async def ModelStreamInfer(
@@ -187,12 +193,12 @@ class InferenceServicer:
         except Exception:
             log.exception("unhandled error in gRPC ModelStreamInfer")
             message = "internal error"
-        return pb.ModelStreamInferResponse(
-            error_message=message,
-            infer_response=pb.ModelInferResponse(
-                model_name=request.model_name, model_version=request.model_version, id=request.id
-            ),
+        failed = pb.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id
         )
+        if wants_final_flag(request):
+            failed.parameters[FINAL_RESPONSE].bool_param = True
+        return pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
 
     RepositoryModelLoad = _refuse("model repository load")
     RepositoryModelUnload = _refuse("model repository unload")
