@@ -22,11 +22,11 @@ def random_batch(
 def random_states(
     card: dict[str, Any], batch: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
-    """`h0` (and `c0`) [layers*dirs, batch, hidden]."""
+    """`h0` (and `c0`) batch-first as V2 takes them: [batch, layers*dirs, hidden]."""
     rows = card["num_layers"] * (2 if card["bidirectional"] else 1)
     names = ("h0", "c0") if card["cell"] == "lstm" else ("h0",)
     return {
-        n: rng.normal(size=(rows, batch, card["hidden_size"])).astype(np.float32) for n in names
+        n: rng.normal(size=(batch, rows, card["hidden_size"])).astype(np.float32) for n in names
     }
 
 
