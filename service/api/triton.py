@@ -71,6 +71,6 @@ for _path, (_extension, _methods) in UNSUPPORTED.items():
         _path,
         _refuse(_extension),
         methods=_methods,
-        summary=f"Not supported: {_extension} (501)",
-        responses={501: {}},
+        # refusals, not features: kept out of the OpenAPI document
+        include_in_schema=False,
     )
