@@ -239,6 +239,9 @@ class _Stream:
                     task.add_done_callback(functools.partial(self._forget, key))
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+        except grpc.RpcError as exc:
+            # the client went away mid-stream: nothing is left to answer
+            log.info("gRPC stream ended by the client: %s", exc)
         finally:
             self.responses.put_nowait(None)
 

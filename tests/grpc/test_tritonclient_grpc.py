@@ -15,7 +15,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import RANDOM_MODELS, RandomRepository, free_port
+from tests.conftest import DEMO_REPOSITORY, RANDOM_MODELS, RandomRepository, free_port
 from tests.reference import assert_close, card_of, run_alone
 from tests.v2.helpers import DATATYPES, input_name, random_batch
 
@@ -193,3 +193,21 @@ def test_stream_errors_come_in_band_and_the_stream_goes_on(
     results = [result for result, error in outcomes if error is None]
     assert len(errors) == 1 and "sequence 5 is unknown" in errors[0].message()
     assert [r.get_response().id for r in results] == ["ok"]
+
+
+def test_classification_over_grpc_answers_labelled_top_k(server_factory: Any) -> None:
+    _, address = start(server_factory, DEMO_REPOSITORY)
+    client = tg.InferenceServerClient(address)
+    version_dir = DEMO_REPOSITORY / "digits-rnn" / "1"
+    card = card_of(version_dir)
+    x = random_batch(card, 2, 8, np.random.default_rng(10))
+    outputs = [tg.InferRequestedOutput("y", class_count=3)]
+    top = client.infer("digits-rnn", [infer_input("x", x)], outputs=outputs).as_numpy("y")
+    assert top.shape == (2, 3)
+    for i in range(2):
+        scores = run_alone(version_dir, x[i]).y[-1]
+        ranked = [item.decode().split(":") for item in top[i]]
+        expected = np.argsort(-scores, kind="stable")[:3]
+        assert [(int(j), label) for _, j, label in ranked] == [
+            (j, card["labels"][j]) for j in expected
+        ]
