@@ -138,9 +138,9 @@ async def _profile(
     )  # fmt: skip
     cpu_s = group_sched(server.pid).cpu_s - cpu
     counted = _inference_count(server, h.model.name) - inferences
-    (
-        h.out_dir / "logs" / f"perf-{profile.server}-{profile.protocol}-{profile.mode}.txt"
-    ).write_text(" ".join(command) + "\n\n" + done.stdout + done.stderr)
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{profile.server} {profile.protocol} {profile.mode}")
+    log_path = h.out_dir / "logs" / f"perf-{slug.strip('-')}.txt"
+    log_path.write_text(" ".join(command) + "\n\n" + done.stdout + done.stderr)
     cpu_ms = 1000 * cpu_s / counted if counted else None
     return _row(profile, done.stdout + done.stderr, done.returncode, cpu_ms)
 
