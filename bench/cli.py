@@ -25,6 +25,7 @@ from bench.checks import Outcome, offered_routes
 from bench.envinfo import conditions
 from bench.harness import FULL, PYTRITON, QUICK, Harness, pytriton_python
 from bench.model import Reference, export_bench_model
+from bench.perf import perf_analyzer_profiles
 from bench.procs import ROOT, ServerPool, install_signal_handlers, pin_harness
 from bench.report import RNNSERVE, SCENARIOS, Row, add_ratios, plain_table, write_outputs
 from bench.scenarios.ops import cold_start, memory
@@ -44,6 +45,8 @@ LOAD_SCENARIOS: dict[str, Scenario] = {
 VARIANT_SCENARIOS: dict[str, Scenario] = {
     "step_batcher_off": step_batcher_off,
     "redis_store": redis_store,
+    # servers of its own, started and stopped around its profiles
+    "perf_analyzer": perf_analyzer_profiles,
 }
 LOAD_SERVERS = {
     "predict_c1": ("textbook", "hand-tuned", "bare", PYTRITON),

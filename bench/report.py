@@ -18,6 +18,7 @@ SCENARIOS = (
     "streams1024_ws",
     "step_batcher_off",
     "redis_store",
+    "perf_analyzer",
     "cold_start",
     "memory_10k",
     "memory_100k",

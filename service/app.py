@@ -17,6 +17,7 @@ from service.edges.http.routes import HotRoute, install_hot_routes
 from service.edges.middleware import ApiKeyMiddleware, RequestContextMiddleware
 from service.edges.ui import install_ui
 from service.edges.v2 import routes as v2
+from service.edges.v2 import triton
 from service.engine import Engine
 from service.settings import Settings
 
@@ -40,9 +41,19 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.start()
+        grpc_server = None
         try:
+            if settings.grpc_port is not None:
+                # imported here: grpcio and the Triton protobufs are the optional [grpc] extra
+                from service.edges.grpc.server import start_grpc
+
+                grpc_server = await start_grpc(
+                    engine, host=settings.host, port=settings.grpc_port, server_version=app.version
+                )
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(settings.shutdown_grace_s)
             await engine.stop()
 
     app = FastAPI(
@@ -59,6 +70,8 @@ def create_app(
     app.include_router(models.router)
     app.include_router(sessions.router)
     app.include_router(ws.router)
+    # before v2: /v2/models/stats must not be read as a model named "stats"
+    app.include_router(triton.router)
     app.include_router(v2.router)
     install_hot_routes(app, HOT_ROUTES)
     install_docs(app, keys_required=bool(settings.api_keys))

@@ -102,6 +102,12 @@ class NotReadyError(RetryLaterError):
     type = "not_ready"
 
 
+class NotSupportedError(RnnServeError):
+    """A protocol extension or feature rnnserve does not implement (named in the message)."""
+
+    type = "not_supported"
+
+
 class UnauthorizedError(RnnServeError):
     """Missing or unknown API key."""
 

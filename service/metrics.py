@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    generate_latest,
+)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -78,6 +85,38 @@ class Metrics:
             "rnnserve_model_ready",
             "1 when the model version serves, else 0",
             ["model", "version", "provider"],
+            registry=r,
+        )
+
+        # per request and per batch size, _count and _sum: what Triton's statistics report
+        self.request_duration = Summary(
+            "rnnserve_model_request_duration_seconds",
+            "Inference requests from queueing to answer, by outcome",
+            ["model", "version", "kind", "outcome"],
+            registry=r,
+        )
+        self.queue_duration = Summary(
+            "rnnserve_queue_duration_seconds",
+            "Time an inference request waited for its batch",
+            ["model", "version", "kind"],
+            registry=r,
+        )
+        self.request_compute = Summary(
+            "rnnserve_request_compute_seconds",
+            "Time of the onnxruntime call each request was part of",
+            ["model", "version", "kind"],
+            registry=r,
+        )
+        self.batch_compute = Summary(
+            "rnnserve_batch_compute_seconds",
+            "onnxruntime calls and their time, by sequences in the batch",
+            ["model", "version", "kind", "batch_size"],
+            registry=r,
+        )
+        self.last_inference = Gauge(
+            "rnnserve_last_inference_timestamp_seconds",
+            "When the model version last answered a batch (Unix time)",
+            ["model", "version"],
             registry=r,
         )
 

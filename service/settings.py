@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     # the live page at /ui (static files, no data of its own); RNNSERVE_UI=false removes it
     ui: bool = True
 
+    # gRPC (KServe V2 + Triton's ModelStreamInfer) listens only when a port is set
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    # streamable models declare Triton's sequence_batching in their V2 config; off: every model
+    # declares dynamic_batching (perf_analyzer then profiles stateless requests)
+    v2_sequence_batching: bool = True
+
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     access_log: bool = True
     log_level: LogLevel = LogLevel.INFO

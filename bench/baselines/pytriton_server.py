@@ -40,7 +40,7 @@ def main() -> None:
     import onnxruntime as ort
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -71,7 +71,10 @@ def main() -> None:
         log_verbose=0,
         exit_on_error=True,
     )
-    with Triton(config=config) as triton:
+    # no restricted endpoints: perf_analyzer reads the statistics route, token-protected by default
+    with Triton(
+        config=config, security_config=TritonSecurityConfig(restricted_endpoints=[])
+    ) as triton:
         triton.bind(
             model_name=args.name,
             infer_func=infer,

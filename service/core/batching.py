@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from service.core.runtime import ModelRunner, RnnBatch, RnnResult
 from service.core.state import FloatArray, RecurrentState, SequenceArray
+from service.core.stats import BatchRecorder
 from service.errors import NotReadyError, QueueFullError
 from service.metrics import Metrics
 
@@ -50,6 +51,7 @@ class BatchJob:
     sequences: list[SequenceArray]
     states: RecurrentState | None
     future: asyncio.Future[list[SequenceResult]]
+    queued_at: float = field(default_factory=time.perf_counter)
     size: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -150,8 +152,7 @@ class Batcher:
         self._queue_depth = metrics.queue_depth.labels(*labels)
         self._inference_seconds = metrics.inference_seconds.labels(*labels)
         self._batch_size = metrics.batch_size.labels(*labels)
-        self._succeeded = metrics.model_requests.labels(*labels, "success")
-        self._failed = metrics.model_requests.labels(*labels, "failure")
+        self._recorder = BatchRecorder(metrics, model=labels[0], version=labels[1], kind=kind)
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -171,6 +172,7 @@ class Batcher:
         if self._closing:
             raise NotReadyError("the server is shutting down", retry_after_s=1.0)
         if self._queued + len(sequences) > self._max_queue:
+            self._recorder.rejected()
             raise QueueFullError(
                 f"the {self._kind} queue of {self._runner.card.name} is full", retry_after_s=1.0
             )
@@ -229,14 +231,14 @@ class Batcher:
                         self._executor, run_jobs, live, self._runner
                     )
             except Exception as exc:
-                self._failed.inc(len(live))
+                self._recorder.failed(live)
                 for job in live:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
-            self._succeeded.inc(len(live))
             self._inference_seconds.observe(time.perf_counter() - started)
             self._batch_size.observe(sequences)
+            self._recorder.succeeded(live, started=started, sequences=sequences)
             for job, rows in zip(live, results, strict=True):
                 if not job.future.done():
                     job.future.set_result(rows)

@@ -35,6 +35,7 @@ STATUS_BY_ERROR: dict[type[errors.RnnServeError], int] = {
     errors.StoreUnavailableError: 503,
     errors.NotReadyError: 503,
     errors.RepositoryError: 500,
+    errors.NotSupportedError: 501,
 }
 
 

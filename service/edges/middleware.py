@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import logging
 import os
@@ -16,6 +14,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.edges.errors import error_frame, response_for
+from service.edges.keys import identify_key
 from service.edges.ws_auth import CLOSE_UNAUTHORIZED, chosen_protocol, key_from_protocols
 from service.errors import UnauthorizedError
 from service.logs import request_id_var
@@ -26,11 +25,6 @@ access_log = logging.getLogger("rnnserve.access")
 OPEN_PREFIXES = ("/health/", "/v2/health/", "/ui/static/", "/docs/assets/")
 # pages and the schema hold no data; the page and Swagger UI send the key typed into them
 OPEN_PATHS = frozenset({"/ui", "/docs", "/openapi.json"})
-
-
-def key_fingerprint(key: str) -> str:
-    """A stable, non-reversible id for an API key: sessions record this, never the key."""
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _route_template(scope: Scope) -> str:
@@ -119,18 +113,11 @@ class ApiKeyMiddleware:
 
     def _identify(self, scope: Scope) -> str | None:
         headers = Headers(scope=scope)
-        presented = headers.get("x-api-key")
-        auth = headers.get("authorization", "")
-        if presented is None and auth[:7].lower() == "bearer ":
-            presented = auth[7:].strip()
-        if presented is None and scope["type"] == "websocket":
-            presented = key_from_protocols(scope)
-        if not presented:
-            return None
-        candidate = presented.encode()
-        # compare against every key so the time taken does not reveal which one matched
-        matched = [hmac.compare_digest(candidate, key) for key in self.keys]
-        return key_fingerprint(presented) if any(matched) else None
+        owner = identify_key(headers.get("authorization"), headers.get("x-api-key"), self.keys)
+        if owner is None and scope["type"] == "websocket":
+            # browsers cannot set headers on a socket: the key comes as a subprotocol
+            owner = identify_key(None, key_from_protocols(scope), self.keys)
+        return owner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"] if scope["type"] in ("http", "websocket") else ""

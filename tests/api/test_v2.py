@@ -50,11 +50,11 @@ async def test_model_metadata_has_dynamic_batch_and_seq_axes_and_fixed_sizes(
         assert inputs.pop("tokens") == ("INT64", [-1, -1])
     else:
         assert inputs.pop("x") == ("FP32", [-1, -1, card["input_size"]])
-    assert inputs.pop("seq_lens") == ("INT32", [-1])
+    assert inputs.pop("seq_lens") == ("INT32", [-1, 1])
     assert outputs.pop("y") == ("FP32", [-1, -1, card["output_size"]])
     states = card["states"]
-    assert inputs == {s["input"]: ("FP32", [s["rows"], -1, s["width"]]) for s in states}
-    assert outputs == {s["output"]: ("FP32", [s["rows"], -1, s["width"]]) for s in states}
+    assert inputs == {s["input"]: ("FP32", [-1, s["rows"], s["width"]]) for s in states}
+    assert outputs == {s["output"]: ("FP32", [-1, s["rows"], s["width"]]) for s in states}
 
 
 async def test_model_readiness_and_unknown_models(client: httpx.AsyncClient) -> None:
@@ -87,13 +87,13 @@ async def test_json_infer_with_lengths_and_states_equals_each_sequence_run_alone
     assert response.json()["model_name"] == name
     assert out["y"].shape == (3, 6, card["output_size"])
     for i, length in enumerate(lengths):
-        state = {n[0]: a[:, i] for n, a in states.items()}
+        state = {n[0]: a[i] for n, a in states.items()}
         expected = run_alone(version_dir, x[i, :length], state)
         assert_close(out["y"][i, :length], expected.y)
         assert not out["y"][i, length:].any()
-        assert_close(out["hn"][:, i], expected.h)
+        assert_close(out["hn"][i], expected.h)
         if expected.c is not None:
-            assert_close(out["cn"][:, i], expected.c)
+            assert_close(out["cn"][i], expected.c)
 
 
 async def test_only_requested_outputs_come_back_in_the_order_asked(
@@ -144,7 +144,7 @@ async def test_only_requested_outputs_come_back_in_the_order_asked(
                 ]
             },
             400,
-            "h0 has batch 2 on axis 1",
+            "h0 has batch 2 on axis 0",
         ),
         (
             {"inputs": [{"name": "x", "shape": [1, 1, 4], "datatype": "FP32", "data": [1e39] * 4}]},

@@ -60,7 +60,7 @@ def check_json_and_binary_infer(client: triton.InferenceServerClient, version_di
             expected = run_alone(version_dir, x[i])
             assert_close(y[i], expected.y)
             if binary:
-                assert_close(result.as_numpy("hn")[:, i], expected.h)
+                assert_close(result.as_numpy("hn")[i], expected.h)
         if not binary:
             assert result.as_numpy("hn") is None
 

@@ -22,9 +22,9 @@ def random_batch(
 def random_states(
     card: dict[str, Any], batch: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
-    """Every state input (`h0`, `c0`, ...) [rows, batch, width]."""
+    """Every state input (`h0`, `c0`, ...) batch-first as V2 takes them: [batch, rows, width]."""
     return {
-        spec["input"]: rng.normal(size=(spec["rows"], batch, spec["width"])).astype(np.float32)
+        spec["input"]: rng.normal(size=(batch, spec["rows"], spec["width"])).astype(np.float32)
         for spec in card["states"]
     }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -27,6 +27,8 @@ class Datatype(StrEnum):
     FP32 = "FP32"
     INT64 = "INT64"
     INT32 = "INT32"
+    # answers only: classification strings (service.edges.v2.classification)
+    BYTES = "BYTES"
 
 
 # Explicit little-endian: the extension fixes the byte order whatever the host's.
@@ -34,6 +36,7 @@ NUMPY_DTYPES: dict[Datatype, np.dtype[Any]] = {
     Datatype.FP32: np.dtype("<f4"),
     Datatype.INT64: np.dtype("<i8"),
     Datatype.INT32: np.dtype("<i4"),
+    Datatype.BYTES: np.dtype(object),
 }
 
 # numpy kinds accepted from JSON for each datatype: no silent float -> int truncation.
@@ -48,6 +51,8 @@ class TensorSpec:
     datatype: Datatype
     shape: tuple[int, ...]
     optional: bool = False
+    # a second shape accepted on input (seq_lens: [batch, 1] as Triton declares it, or [batch])
+    also_accepts: tuple[int, ...] | None = None
 
     def as_json(self) -> dict[str, Any]:
         """`{"name", "datatype", "shape"}` as in the protocol's model metadata."""
@@ -56,10 +61,11 @@ class TensorSpec:
 
 @dataclass(frozen=True, slots=True)
 class RequestedOutput:
-    """An output the client asked for, and whether it wants it as raw bytes."""
+    """An output the client asked for, whether it wants it as raw bytes, and its parameters."""
 
     name: str
     binary: bool | None
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +181,7 @@ def _decode_input(
         raise InvalidInputError(
             f"input {name!r} has datatype {datatype!r}; the model takes {spec.datatype.value}"
         )
-    shape = _shape(tensor.get("shape"), spec)
+    shape = check_shape(tensor.get("shape"), spec)
     parameters = _parameters(tensor.get("parameters"), f"input {name!r} parameters")
     size = parameters.get("binary_data_size")
     if size is not None:
@@ -187,14 +193,16 @@ def _decode_input(
     return _json_data(tensor.get("data"), spec, shape)
 
 
-def _shape(raw: Any, spec: TensorSpec) -> tuple[int, ...]:
+def check_shape(raw: Any, spec: TensorSpec) -> tuple[int, ...]:
+    """A client's shape as a tuple, when it is one the spec takes (-1 axes take any size)."""
     if not isinstance(raw, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw
     ):
         raise InvalidInputError(f"input {spec.name!r}: shape must be a list of integers >= 0")
     shape = tuple(raw)
-    if len(shape) != len(spec.shape) or any(
-        want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
+    if not any(
+        len(shape) == len(want) and all(w in (-1, g) for w, g in zip(want, shape, strict=True))
+        for want in (spec.shape, spec.also_accepts or spec.shape)
     ):
         raise InvalidInputError(
             f"input {spec.name!r} has shape {list(shape)}; the model takes {list(spec.shape)}"
@@ -252,5 +260,7 @@ def _requested_outputs(raw: Any, specs: Mapping[str, TensorSpec]) -> list[Reques
             raise InvalidInputError(f"unknown output {name!r}; the model returns {sorted(specs)}")
         parameters = _parameters(item.get("parameters"), f"output {name!r} parameters")
         binary = _flag(parameters, "binary_data", f"output {name!r} parameters")
-        requested.append(RequestedOutput(name, binary if "binary_data" in parameters else None))
+        requested.append(
+            RequestedOutput(name, binary if "binary_data" in parameters else None, parameters)
+        )
     return requested

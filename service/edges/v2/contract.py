@@ -1,9 +1,10 @@
 """The model contract (docs/model-contract.md) in V2 terms: tensor specs, metadata, requests.
 
 Declares each model's V2 tensors once (`contract_specs`); that declaration drives the metadata,
-the request decoder and the answer. rnnserve keeps the contract's layout on the wire: every
-state tensor (`h0`/`hn`, `c0`/`cn`, or one per recurrent layer, as the card names them) is
-[rows, batch, width], batch on axis 1 (Triton-style models batch on axis 0).
+the request decoder and the answer. Every V2 tensor is batch-first, as Triton batches: each
+state (`h0`/`hn`, `c0`/`cn`, or one per recurrent layer, as the card names them) is
+`[batch, rows, width]` on the wire and `[rows, batch, width]` in the graph
+(`service.edges.v2.layout` moves the axes).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from service.core.inputs import Limits, check_sequence_count, check_state
 from service.core.repository import LoadedModel
 from service.core.state import FloatArray, RecurrentState
 from service.edges.v2.codec import Datatype, InferRequest, OutputTensor, TensorSpec
+from service.edges.v2.layout import graph_state, wire_state
 from service.errors import InvalidInputError, LimitExceededError
 from service.operations.infer import InferCall, SequenceControl
 
@@ -41,14 +43,18 @@ def contract_specs(card: ModelCard) -> ContractSpecs:
         sequence = TensorSpec("tokens", Datatype.INT64, (-1, -1))
     else:
         sequence = TensorSpec("x", Datatype.FP32, (-1, -1, card.input_size or 0))
-    inputs = [sequence, TensorSpec("seq_lens", Datatype.INT32, (-1,), optional=True)]
+    inputs = [
+        sequence,
+        # Triton's dims [1] per item (perf_analyzer needs a non-empty shape); [batch] is accepted
+        TensorSpec("seq_lens", Datatype.INT32, (-1, 1), optional=True, also_accepts=(-1,)),
+    ]
     inputs += [
-        TensorSpec(s.input, Datatype.FP32, (s.rows, -1, s.width), optional=True)
+        TensorSpec(s.input, Datatype.FP32, (-1, s.rows, s.width), optional=True)
         for s in card.states
     ]
     y_shape = (-1, -1, card.output_size) if card.answers_per_step else (-1, card.output_size)
     outputs = [TensorSpec("y", Datatype.FP32, y_shape)]
-    outputs += [TensorSpec(s.output, Datatype.FP32, (s.rows, -1, s.width)) for s in card.states]
+    outputs += [TensorSpec(s.output, Datatype.FP32, (-1, s.rows, s.width)) for s in card.states]
     return ContractSpecs({s.name: s for s in inputs}, {s.name: s for s in outputs})
 
 
@@ -106,8 +112,9 @@ def _seq_lens(request: InferRequest, batch: int, steps: int) -> list[int]:
     raw = request.inputs.get("seq_lens")
     if raw is None:
         return [steps] * batch
-    if raw.shape != (batch,):
+    if raw.shape not in ((batch,), (batch, 1)):
         raise InvalidInputError(f"seq_lens has shape {list(raw.shape)}; the batch is {batch}")
+    raw = raw.reshape(batch)
     if raw.min() < 1 or raw.max() > steps:
         raise InvalidInputError(f"every seq_lens value must be in 1..{steps} (the seq axis)")
     return [int(v) for v in raw]
@@ -123,12 +130,19 @@ def initial_state(request: InferRequest, card: ModelCard, batch: int) -> Recurre
     if len(arrays) != len(names):
         raise InvalidInputError(f"give {', '.join(names)} together, or none of them")
     for name, array in zip(names, arrays, strict=True):
-        if array.shape[1] != batch:
+        if array.shape[0] != batch:
             raise InvalidInputError(
-                f"{name} has batch {array.shape[1]} on axis 1 ([rows, batch, width]); "
+                f"{name} has batch {array.shape[0]} on axis 0 ([batch, rows, width]); "
                 f"the input batch is {batch}"
             )
-    return check_state(arrays, card, where="initial state", batch_size=batch)
+    graph = [graph_state(a) for a in arrays]
+    return check_state(graph, card, where="initial state", batch_size=batch)
+
+
+def wire_arrays(card: ModelCard, arrays: dict[str, FloatArray]) -> dict[str, FloatArray]:
+    """The operation's graph-layout answer with every state batch-first, as V2 sends it."""
+    states = {spec.output for spec in card.states}
+    return {name: wire_state(a) if name in states else a for name, a in arrays.items()}
 
 
 def parse_sequence_control(parameters: dict[str, Any]) -> SequenceControl | None:

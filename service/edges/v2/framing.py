@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from service.edges.v2.codec import NUMPY_DTYPES, OutputTensor
+from service.edges.v2.codec import NUMPY_DTYPES, Datatype, OutputTensor
 from service.edges.wire import dump_json
 from service.errors import InvalidInputError, LimitExceededError
 
@@ -65,6 +65,14 @@ def parse_header_length(raw: str | None, body_size: int) -> int | None:
     return length
 
 
+def bytes_tensor(array: np.ndarray[Any, Any]) -> bytes:
+    """A BYTES tensor in the binary extension: each element's uint32 LE length, then its bytes."""
+    parts: list[bytes] = []
+    for item in array.ravel():
+        parts += [len(item).to_bytes(4, "little"), item]
+    return b"".join(parts)
+
+
 def encode_response(header: dict[str, Any], outputs: list[OutputTensor]) -> EncodedResponse:
     """The JSON answer, with binary outputs' bytes appended after it in output order."""
     rendered: list[dict[str, Any]] = []
@@ -77,8 +85,11 @@ def encode_response(header: dict[str, Any], outputs: list[OutputTensor]) -> Enco
             "shape": list(array.shape),
         }
         if out.binary:
-            chunks.append(array.tobytes())
-            tensor["parameters"] = {"binary_data_size": array.nbytes}
+            raw = bytes_tensor(array) if out.datatype is Datatype.BYTES else array.tobytes()
+            chunks.append(raw)
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+        elif out.datatype is Datatype.BYTES:
+            tensor["data"] = [item.decode() for item in array.ravel()]
         else:
             tensor["data"] = array.ravel()
         rendered.append(tensor)

@@ -11,35 +11,24 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.core.repository import LoadedModel
 from service.edges.http.deps import EngineDep, engine_of, json_response, owner_of, read_body
 from service.edges.http.routes import HotRoute, Malformed
 from service.edges.http.schemas import error_docs
 from service.edges.v2.codec import decode_request
-from service.edges.v2.contract import contract_specs, model_metadata, select_outputs, to_call
+from service.edges.v2.contract import contract_specs
 from service.edges.v2.framing import decompress, encode_response, parse_header_length
-from service.edges.wire import parse_version
-from service.engine import Engine
+from service.edges.v2.protocol import describe, ready_model, run_infer, server_metadata
 from service.errors import NotReadyError
-from service.operations.infer import infer as run_infer
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-EXTENSIONS = ["binary_tensor_data", "sequence", "sequence(string_id)"]
-
-
-def ready_model(engine: Engine, name: str, version: str | None) -> LoadedModel:
-    """A ready model version, or the error that says why not (404 unknown, 503 unavailable)."""
-    return engine.repository.get(name, parse_version(version))
 
 
 @router.get("", summary="Server metadata and the protocol extensions served")
-async def server_metadata(request: Request) -> Response:
+async def server(request: Request) -> Response:
     """Name, version, extensions."""
-    return json_response(
-        {"name": "rnnserve", "version": request.app.version, "extensions": EXTENSIONS}
-    )
+    return json_response(server_metadata(request.app.version))
 
 
 @router.get("/health/live", summary="The process answers")
@@ -65,9 +54,7 @@ METADATA_ERRORS = error_docs(400, 404, 503, v2=True)
 )
 async def metadata(name: str, engine: EngineDep, version: str | None = None) -> Response:
     """Inputs and outputs with datatypes and shapes (-1 for the batch and seq axes)."""
-    model = ready_model(engine, name, version)
-    versions = [e.version for e in engine.repository.versions(name) if e.runner is not None]
-    return json_response(model_metadata(model, versions))
+    return json_response(describe(engine, name, version))
 
 
 @router.get(
@@ -101,14 +88,13 @@ async def infer(request: Request) -> Response:
         inputs=specs.inputs,
         outputs=specs.outputs,
     )
-    call = to_call(
-        decoded, model, limits=engine.limits, pinned=version is not None, owner=owner_of(request)
+    ran = await run_infer(
+        engine, model=model, pinned=version, request=decoded, owner=owner_of(request)
     )
-    outcome = await run_infer(call, batcher=engine, sessions=engine.sessions)
-    header: dict[str, Any] = {"model_name": model.name, "model_version": str(model.version)}
-    if decoded.id is not None:
-        header["id"] = decoded.id
-    answer = encode_response(header, select_outputs(decoded, specs, outcome.arrays))
+    header: dict[str, Any] = {"model_name": ran.model_name, "model_version": str(ran.model_version)}
+    if ran.id is not None:
+        header["id"] = ran.id
+    answer = encode_response(header, ran.outputs)
     headers = None
     if answer.header_length is not None:
         headers = {HEADER_LENGTH: str(answer.header_length)}

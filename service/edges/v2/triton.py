@@ -1,0 +1,76 @@
+"""Triton's HTTP extensions on /v2: model configuration, statistics, repository index.
+
+Included before the V2 router, so `/v2/models/stats` is the statistics and never a model named
+"stats". Extensions rnnserve does not implement answer 501 naming the extension (the router
+below lists their routes), rather than a 404 that reads as "unknown model".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.edges.http.deps import EngineDep, json_response, read_body
+from service.edges.v2.config import model_config
+from service.edges.v2.protocol import ready_model
+from service.edges.v2.repository_index import parse_index_request, repository_index
+from service.edges.v2.stats import model_statistics
+from service.errors import NotSupportedError
+
+router = APIRouter(prefix="/v2", tags=["v2"])
+
+
+@router.get("/models/stats", summary="Statistics of every ready model version")
+async def all_statistics(engine: EngineDep) -> Response:
+    """Triton's statistics extension: counts and durations (ns) per model version."""
+    return json_response(model_statistics(engine, None, None))
+
+
+@router.get("/models/{name}/stats", summary="Statistics of a model's ready versions")
+@router.get("/models/{name}/versions/{version}/stats", summary="Statistics of a model version")
+async def statistics(name: str, engine: EngineDep, version: str | None = None) -> Response:
+    """Success and failure counts, queue and compute durations, batch statistics."""
+    return json_response(model_statistics(engine, name, version))
+
+
+@router.get("/models/{name}/config", summary="Triton model configuration (default version)")
+@router.get("/models/{name}/versions/{version}/config", summary="Triton model configuration")
+async def configuration(name: str, engine: EngineDep, version: str | None = None) -> Response:
+    """Platform, batch-first tensors with dims and `optional`, batching, sequence batching."""
+    model = ready_model(engine, name, version)
+    return json_response(model_config(model, engine.settings))
+
+
+@router.post("/repository/index", summary="Every model version and its state")
+async def index(request: Request, engine: EngineDep) -> Response:
+    """`[{"name", "version", "state", "reason"}]`; body `{"ready": true}` for ready ones only."""
+    body = await read_body(request, engine.settings.max_body_bytes)
+    return json_response(repository_index(engine, ready_only=parse_index_request(body)))
+
+
+UNSUPPORTED: dict[str, tuple[str, list[str]]] = {
+    "/systemsharedmemory/{rest:path}": ("system shared memory", ["GET", "POST"]),
+    "/cudasharedmemory/{rest:path}": ("CUDA shared memory", ["GET", "POST"]),
+    "/trace/setting": ("trace", ["GET", "POST"]),
+    "/models/{name}/trace/setting": ("trace", ["GET", "POST"]),
+    "/logging": ("logging", ["GET", "POST"]),
+}
+
+
+def _refuse(extension: str) -> Callable[[], Awaitable[Response]]:
+    async def refuse() -> Response:
+        raise NotSupportedError(f"the {extension} extension is not supported by rnnserve")
+
+    return refuse
+
+
+for _path, (_extension, _methods) in UNSUPPORTED.items():
+    router.add_api_route(
+        _path,
+        _refuse(_extension),
+        methods=_methods,
+        # refusals, not features: kept out of the OpenAPI document
+        include_in_schema=False,
+    )
