@@ -96,8 +96,10 @@ def check_graph_matches_card(runner: ModelRunner, where: Path) -> None:
         ),
         "seq_lens": ("tensor(int32)", [None]),
     }
+    # per_sequence heads answer once per sequence: no seq axis
+    y_dims: list[int | None] = [None, None] if card.answers_per_step else [None]
     want_outputs: dict[str, tuple[str, list[int | None]]] = {
-        "y": ("tensor(float)", [None, None, card.output_size]),
+        "y": ("tensor(float)", [*y_dims, card.output_size]),
     }
     for state in card.states:
         want_inputs[state.input] = ("tensor(float)", [state.rows, None, state.width])
@@ -115,7 +117,8 @@ def check_graph_matches_card(runner: ModelRunner, where: Path) -> None:
             fixed = [d if isinstance(d, int) else None for d in have_dims]
             if have_dtype != dtype or len(fixed) != len(dims):
                 raise RepositoryError(
-                    f"{where}: graph {kind} {name!r} is {have_dtype}{have_dims}, card says {dtype}"
+                    f"{where}: graph {kind} {name!r} is {have_dtype}{have_dims}, card says "
+                    f"{dtype} of rank {len(dims)}"
                 )
             for got, expected in zip(fixed, dims, strict=True):
                 if expected is not None and got != expected:
