@@ -8,10 +8,13 @@
 # docs/deploy.md has the run, volume and compose instructions.
 
 FROM python:3.12.12-slim-bookworm AS base
+# ORT_DISABLE_TELEMETRY: onnxruntime's telemetry otherwise prints a coloured, non-JSON warning at
+# import when it cannot persist a device id (no home directory, read-only root filesystem).
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
@@ -30,7 +33,9 @@ RUN python requirements.py lines --runtime "$RUNTIME" --extra redis \
 COPY README.md ./
 COPY service/ service/
 RUN pip install --no-deps . \
-    && python requirements.py check --runtime "$RUNTIME"
+    && python requirements.py check --runtime "$RUNTIME" \
+    && python -m pip uninstall --yes --quiet pip setuptools wheel
+# The runtime venv is copied without its installer: nothing in the image installs packages.
 
 FROM base AS runtime
 RUN groupadd --system --gid 10001 rnnserve \
