@@ -105,9 +105,6 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Compose:
 @pytest.fixture(scope="session")
 def nginx() -> str:
     """The nginx binary, to check deploy/nginx.conf; skips where nginx is not installed."""
-    found = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
-    )
-    if found is None:
-        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light)")
-    return found
+    from tests.deploy.front import nginx_binary
+
+    return nginx_binary()
