@@ -125,8 +125,12 @@ def nginx() -> str:
 
 def report(request: pytest.FixtureRequest, line: str) -> None:
     """Write a line into the test output even when pytest captures it (what CI did, and why)."""
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
     terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    if terminal is not None:
+    if capture is None or terminal is None:
+        print(f"[deploy] {line}")
+        return
+    with capture.global_and_fixture_disabled():
         terminal.write_line(f"[deploy] {line}")
 
 

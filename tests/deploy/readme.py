@@ -86,10 +86,12 @@ def matches(expected: Any, actual: Any) -> bool:
 
 
 def parse_output(text: str) -> Any:
-    """README's output as JSON, or None where README shortened it (`...`) or it is not JSON."""
+    """README's output as a JSON object or array; None where README shortened it (`...`) or
+    printed something else (a status code)."""
     if "..." in text:
         return None
     try:
-        return json.loads(text)
+        parsed = json.loads(text)
     except json.JSONDecodeError:
         return None
+    return parsed if isinstance(parsed, dict | list) else None
