@@ -1,11 +1,13 @@
 """A rolling restart under streaming load: three real replicas behind deploy/nginx.conf (Debian's
 nginx), sessions in the real Redis, each replica SIGTERMed in turn and started again on its port
-while streams step through the front. Clients retry a step they got no answer for, with the same
-`seq`; none of them sees an error, and every stream ends equal to one run of its inputs."""
+while streams step through the front, over REST and over WebSockets. Clients retry a step they
+got no answer for, with the same `seq` (a WebSocket client reconnects to its session first);
+none of them sees an error, and every stream ends equal to one run of its inputs."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -19,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from tests.conftest import ROOT, RandomRepository, free_port
 from tests.deploy.front import loopback_config, nginx_binary, start_front, wait_until_up
@@ -29,6 +32,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.slow]
 
 REPLICAS = 3
 STREAMS = 24
+WS_STREAMS = 6  # of STREAMS, the ones stepping over a WebSocket
 # Streams stop soon after the last restart; this only bounds them.
 MAX_STEPS = 3000
 STEPS_AFTER_RESTARTS = 20
@@ -102,6 +106,11 @@ class Load:
     retries: int = 0
     retried_statuses: dict[str, int] = field(default_factory=dict)
 
+    def retried(self, reason: str) -> None:
+        """Count one retry of the same step, by what caused it."""
+        self.retries += 1
+        self.retried_statuses[reason] = self.retried_statuses.get(reason, 0) + 1
+
 
 @pytest.fixture
 def nginx() -> str:
@@ -131,8 +140,7 @@ async def step_with_retries(client: httpx.AsyncClient, stream: Stream, load: Loa
                 return
             assert answer.status_code in RETRY_STATUSES, answer.text
             reason = str(answer.status_code)
-        load.retries += 1
-        load.retried_statuses[reason] = load.retried_statuses.get(reason, 0) + 1
+        load.retried(reason)
         await asyncio.sleep(0.05)
     pytest.fail(f"step {stream.seq} of {stream.session_id} unanswered {MAX_RETRIES_PER_STEP} times")
 
@@ -145,6 +153,31 @@ async def run_stream(client: httpx.AsyncClient, stream: Stream, load: Load) -> N
         await step_with_retries(client, stream, load)
         if load.restarts_done.is_set():
             after += 1
+
+
+async def run_ws_stream(client: httpx.AsyncClient, ws_url: str, stream: Stream, load: Load) -> None:
+    """The same, one socket at a time: a socket the front or a replica closes is reopened on
+    the session (whichever replica nginx picks) and the unanswered step is sent again."""
+    await open_stream(client, stream)
+    after = 0
+    failures = 0
+    while not stream.done and after < STEPS_AFTER_RESTARTS:
+        assert failures < MAX_RETRIES_PER_STEP, f"{stream.session_id}: no socket"
+        try:
+            async with websockets.connect(f"{ws_url}/v1/sessions/{stream.session_id}/stream") as ws:
+                while not stream.done and after < STEPS_AFTER_RESTARTS:
+                    await ws.send(json.dumps(stream.body()))
+                    answer = json.loads(await ws.recv())
+                    assert "error" not in answer, answer
+                    stream.acknowledge(answer)
+                    load.steps += 1
+                    failures = 0
+                    if load.restarts_done.is_set():
+                        after += 1
+        except (websockets.ConnectionClosed, websockets.InvalidStatus, OSError) as exc:
+            failures += 1
+            load.retried(f"ws {type(exc).__name__}")
+            await asyncio.sleep(0.05)
 
 
 def roll(replicas: list[Replica]) -> list[Restart]:
@@ -163,7 +196,15 @@ async def rolling_run(front: str, replicas: list[Replica], streams: list[Stream]
     load = Load()
     limits = httpx.Limits(max_connections=STREAMS, max_keepalive_connections=STREAMS)
     async with httpx.AsyncClient(base_url=front, timeout=TIMEOUT, limits=limits) as client:
-        tasks = [asyncio.create_task(run_stream(client, s, load)) for s in streams]
+        ws_url = front.replace("http://", "ws://")
+        tasks = [
+            asyncio.create_task(
+                run_ws_stream(client, ws_url, s, load)
+                if i < WS_STREAMS
+                else run_stream(client, s, load)
+            )
+            for i, s in enumerate(streams)
+        ]
         began = time.monotonic()
         restarts = await asyncio.to_thread(roll, replicas)
         load.restarts_done.set()
@@ -215,7 +256,10 @@ def test_rolling_restart_under_streaming_load_loses_no_step_and_applies_none_twi
         for replica in replicas:
             replica.stop()
 
-    print(f"\nrolling restart: {REPLICAS} replicas, {STREAMS} streams, {load.steps} steps")
+    print(
+        f"\nrolling restart: {REPLICAS} replicas, {STREAMS} streams "
+        f"({WS_STREAMS} over WebSockets), {load.steps} steps"
+    )
     print(f"  {load.steps / elapsed:.0f} steps/s through nginx over {elapsed:.1f} s")
     print(f"  client retries: {load.retries} {load.retried_statuses}")
     upstreams = re.findall(r"upstream=(\S+(?:, \S+)*) request_id", front_log.read_text())
