@@ -42,7 +42,6 @@ class Stack:
     command: list[str]
     env: dict[str, str]
     base_url: str
-    up_s: float
 
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """`docker compose -f docker-compose.yml -f docker-compose.cpu.yml ARGS`."""
@@ -90,12 +89,12 @@ def stack(
         "RNNSERVE_HTTP_PORT": str(port),
     }
     began = time.monotonic()
-    stack = Stack(command, env, f"http://127.0.0.1:{port}", 0.0)
+    stack = Stack(command, env, f"http://127.0.0.1:{port}")
     try:
         stack.compose("up", "--detach", "--no-build", "--wait", "--wait-timeout", "240")
         up_s = time.monotonic() - began
         report(request, f"compose up --wait (2 replicas, redis, nginx): healthy in {up_s:.0f} s")
-        yield Stack(command, env, stack.base_url, up_s)
+        yield stack
     finally:
         stack.compose("down", "--timeout", "20", "--remove-orphans")
 
