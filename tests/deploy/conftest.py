@@ -145,7 +145,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
     if answers(docker, env):
         report(request, f"using the Docker engine that answers ({docker})")
-        yield Engine(docker, env, started=False)
+        yield Engine(docker, env)
         return
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
         pytest.skip("no Docker engine answers, and dockerd cannot be started here (needs root)")
@@ -155,7 +155,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
         request, f"started dockerd {' '.join(DOCKERD_FLAGS)} in {time.monotonic() - began:.1f} s"
     )
     try:
-        yield Engine(docker, {**env, "DOCKER_HOST": f"unix://{SOCKET}"}, started=True)
+        yield Engine(docker, {**env, "DOCKER_HOST": f"unix://{SOCKET}"})
     finally:
         stop_engine(process)
         report(request, "stopped the dockerd these tests started")

@@ -40,11 +40,10 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 @dataclass(frozen=True)
 class Engine:
-    """A docker client bound to one engine; `started` when these tests started that engine."""
+    """A docker client bound to one engine (its environment names the engine's socket)."""
 
     docker: str
     env: dict[str, str]
-    started: bool
 
     def run(
         self, *args: str, timeout: float = 600, check: bool = True, stdin: bytes | None = None
