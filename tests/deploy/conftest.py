@@ -22,6 +22,7 @@ from tests.deploy.engine import (
     Engine,
     answers,
     client_binary,
+    engine_lock,
     obtain,
     stand_in_base,
     start_engine,
@@ -149,16 +150,16 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
         return
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
         pytest.skip("no Docker engine answers, and dockerd cannot be started here (needs root)")
-    began = time.monotonic()
-    process = start_engine()
-    report(
-        request, f"started dockerd {' '.join(DOCKERD_FLAGS)} in {time.monotonic() - began:.1f} s"
-    )
-    try:
-        yield Engine(docker, {**env, "DOCKER_HOST": f"unix://{SOCKET}"})
-    finally:
-        stop_engine(process)
-        report(request, "stopped the dockerd these tests started")
+    with engine_lock():
+        began = time.monotonic()
+        process = start_engine()
+        flags = " ".join(DOCKERD_FLAGS)
+        report(request, f"started dockerd {flags} in {time.monotonic() - began:.1f} s")
+        try:
+            yield Engine(docker, {**env, "DOCKER_HOST": f"unix://{SOCKET}"})
+        finally:
+            stop_engine(process)
+            report(request, "stopped the dockerd these tests started")
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,14 @@ reaches. Redis and nginx become that base plus Debian's redis-server and nginx-l
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +97,25 @@ def answers(docker: str, env: dict[str, str]) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
+
+
+@contextmanager
+def engine_lock(timeout_s: float = 1800) -> Iterator[None]:
+    """One test session at a time drives the engine these tests start: two sessions on one
+    machine would share its socket and data root, and the first to end would stop it under the
+    other. A second session waits (bounded) for the first to finish."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with (STATE_DIR / "engine.lock").open("w") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("another test session held the engine too long") from None
+                time.sleep(1)
+        yield
 
 
 def start_engine() -> subprocess.Popen[bytes]:
