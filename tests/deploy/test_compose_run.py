@@ -5,6 +5,7 @@ retry. Redis and nginx are stand-ins (tests/deploy/engine.py) when no registry a
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import subprocess
@@ -171,3 +172,14 @@ def test_a_replica_killed_mid_stream_costs_the_client_at_most_one_retry(
         predicted = client.post(f"/v1/models/{MODEL}/predict", json={"inputs": [steps]})
     np.testing.assert_allclose(outputs, predicted.json()["outputs"][0], rtol=1e-5)
     report(request, f"compose: a replica SIGKILLed mid-stream cost the client {retries} retries")
+
+
+def test_replicas_behind_the_front_log_only_json(stack: Stack) -> None:
+    with stack.client() as client:
+        assert client.get("/v1/models").status_code == 200
+    logs = stack.compose("logs", "--no-color", "--no-log-prefix", "rnnserve").stdout
+    lines = [line for line in logs.splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        assert "\x1b" not in line, line
+        assert isinstance(json.loads(line), dict), line
