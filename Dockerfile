@@ -8,10 +8,13 @@
 # docs/deploy.md has the run, volume and compose instructions.
 
 FROM python:3.12.12-slim-bookworm AS base
+# ORT_DISABLE_TELEMETRY: onnxruntime's telemetry otherwise prints a coloured, non-JSON warning at
+# import when it cannot persist a device id (no home directory, read-only root filesystem).
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
@@ -22,7 +25,7 @@ WORKDIR /build
 RUN python -m venv "$VIRTUAL_ENV"
 # The dependency layer comes from pyproject.toml alone, so editing the source reuses it.
 COPY pyproject.toml deploy/requirements.py ./
-RUN python requirements.py lines --runtime "$RUNTIME" --extra redis \
+RUN python requirements.py lines --runtime "$RUNTIME" --extra redis --extra grpc \
         --onnxruntime-version "$ONNXRUNTIME_VERSION" > requirements.txt \
     && pip install --requirement requirements.txt \
     && python requirements.py check --runtime "$RUNTIME"
@@ -30,7 +33,9 @@ RUN python requirements.py lines --runtime "$RUNTIME" --extra redis \
 COPY README.md ./
 COPY service/ service/
 RUN pip install --no-deps . \
-    && python requirements.py check --runtime "$RUNTIME"
+    && python requirements.py check --runtime "$RUNTIME" \
+    && python -m pip uninstall --yes --quiet pip setuptools wheel
+# The runtime venv is copied without its installer: nothing in the image installs packages.
 
 FROM base AS runtime
 RUN groupadd --system --gid 10001 rnnserve \
@@ -45,10 +50,11 @@ RUN find /opt/venv -type d -path '*/site-packages/nvidia/*/lib' \
 # Baked-in models; mount another repository read-only over /models to replace them.
 COPY models/ /models/
 ENV RNNSERVE_REPOSITORY=/models \
-    RNNSERVE_PORT=8000
+    RNNSERVE_PORT=8000 \
+    RNNSERVE_GRPC_PORT=8001
 WORKDIR /srv/rnnserve
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:' + os.environ.get('RNNSERVE_PORT', '8000') + '/health/ready', timeout=4)"]
 CMD ["rnnserve", "serve", "--host", "0.0.0.0"]

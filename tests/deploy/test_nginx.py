@@ -1,16 +1,10 @@
-"""deploy/nginx.conf: nginx accepts it, it points at the compose service, and it spreads load.
-
-nginx resolves `rnnserve` (the compose service) when it starts, and Docker's DNS answers one
-address per replica. Outside Docker that name does not resolve, so these tests put loopback
-addresses in place of that one `server` line, one per replica, and change nothing else but the
-listen address and pid file.
-"""
+"""deploy/nginx.conf: nginx accepts it, it points at the compose service, and it spreads load
+(outside Docker, with loopback replicas: tests/deploy/front.py)."""
 
 from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,20 +15,8 @@ import pytest
 from service.settings import Settings
 from tests.deploy.conftest import NGINX_CONF, Compose
 from tests.deploy.dockerfile import Dockerfile
+from tests.deploy.front import UPSTREAM_SERVER, loopback_config, start_front, wait_until_up
 from tests.support.servers import free_port
-
-UPSTREAM_SERVER = re.compile(r"^(\s*)server (\S+):(\d+)( [^;]*)?;$", re.MULTILINE)
-
-
-def loopback_config(*, upstream_ports: list[int], listen_port: int, pid_path: Path) -> str:
-    """deploy/nginx.conf with loopback replicas in place of the compose service name."""
-    text = NGINX_CONF.read_text()
-    (match,) = UPSTREAM_SERVER.finditer(text)
-    indent, params = match.group(1), match.group(4) or ""
-    servers = "\n".join(f"{indent}server 127.0.0.1:{port}{params};" for port in upstream_ports)
-    text = text[: match.start()] + servers + text[match.end() :]
-    text = text.replace("listen 8080;", f"listen 127.0.0.1:{listen_port};")
-    return text.replace("pid /tmp/nginx.pid;", f"pid {pid_path};")
 
 
 def test_upstream_is_the_compose_service_on_the_image_port(
@@ -56,30 +38,6 @@ def test_nginx_accepts_the_front_config(nginx: str, tmp_path: Path) -> None:
         [nginx, "-t", "-q", "-c", str(config), "-e", "stderr"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-
-
-def start_front(nginx: str, config: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """nginx in the foreground on the given config, logging to `log_path`."""
-    # Append mode: nginx reopens /dev/stdout for the access log, and without O_APPEND the two
-    # file descriptions would overwrite each other's lines.
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [nginx, "-c", str(config), "-e", "stderr", "-g", "daemon off;"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def wait_until_up(process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-    """Poll `url` until it answers (bounded), failing with nginx's log if nginx exits."""
-    for _ in range(200):
-        assert process.poll() is None, log_path.read_text()
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    pytest.fail(f"nginx did not answer:\n{log_path.read_text()}")
 
 
 @pytest.mark.e2e
