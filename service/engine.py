@@ -7,6 +7,7 @@ model lookup, `run_sequences` and `run_steps` as the batched runners.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -15,10 +16,10 @@ from dataclasses import dataclass
 
 from service.core.batching import Batcher, SequenceResult
 from service.core.inputs import Limits
-from service.core.repository import LoadedModel, Repository
+from service.core.repository import LoadedModel, ModelEntry, Repository, RepositoryChange
 from service.core.sessions import log_sessions_on_exit, open_store
 from service.core.state import RecurrentState, SequenceArray
-from service.errors import NotReadyError
+from service.errors import ModelNotFoundError, NotReadyError
 from service.metrics import Metrics
 from service.operations.sessions import SessionManager, SessionSettings
 from service.settings import Settings
@@ -53,6 +54,8 @@ class Engine:
         self._repository: Repository | None = None
         self._workers: dict[tuple[str, int], ModelWorkers] = {}
         self._sessions: SessionManager | None = None
+        self._changing = asyncio.Lock()
+        self._poller: asyncio.Task[None] | None = None
 
     @property
     def repository(self) -> Repository:
@@ -86,10 +89,7 @@ class Engine:
                 strict=s.strict,
             )
         for entry in repository.entries():
-            provider = entry.runner.provider if entry.runner else "none"
-            self.metrics.model_ready.labels(entry.name, str(entry.version), provider).set(
-                1 if entry.runner else 0
-            )
+            self._show(entry)
         for model in repository.ready_models():
             self._workers[(model.name, model.version)] = self._start_workers(model)
         self._repository = repository
@@ -102,6 +102,60 @@ class Engine:
             clock=self._clock,
         )
         self._sessions.start()
+        if s.repository_poll_s > 0:
+            self._poller = asyncio.get_running_loop().create_task(
+                self._poll(s.repository_poll_s), name="repository-poller"
+            )
+
+    async def load_model(self, name: str | None = None) -> RepositoryChange:
+        """Serve the versions that appeared on disk (of `name`, or of every model) and drop
+        those whose directory is gone; `name` also reloads its unloaded versions."""
+        async with self._changing:
+            change = await asyncio.to_thread(self.repository.scan, name)
+            await self._apply(change)
+            return change
+
+    async def unload_model(self, name: str) -> RepositoryChange:
+        """Stop serving every version of `name`; requests already queued still finish."""
+        async with self._changing:
+            change = self.repository.unload(name)
+            await self._apply(change)
+            return change
+
+    async def _apply(self, change: RepositoryChange) -> None:
+        self.repository.apply(change)
+        for entry in change.removed:
+            workers = self._workers.pop((entry.name, entry.version), None)
+            self.metrics.model_ready.labels(
+                entry.name, str(entry.version), entry.runner.provider if entry.runner else "none"
+            ).set(0)
+            log.info("model %s v%d no longer served", entry.name, entry.version)
+            if workers is not None:
+                await self._stop_workers(workers)
+        for entry in change.added:
+            self._show(entry)
+            if entry.runner is not None:
+                model = self.repository.get(entry.name, entry.version)
+                self._workers[(model.name, model.version)] = self._start_workers(model)
+
+    def _show(self, entry: ModelEntry) -> None:
+        provider = entry.runner.provider if entry.runner else "none"
+        self.metrics.model_ready.labels(entry.name, str(entry.version), provider).set(
+            1 if entry.runner else 0
+        )
+
+    async def _poll(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                change = await self.load_model()
+            except Exception:  # the poller must outlive a bad scan (a directory mid-copy)
+                log.exception("repository rescan failed")
+                continue
+            for entry in change.added:
+                log.info(
+                    "repository poll: %s v%d is %s", entry.name, entry.version, entry.status.value
+                )
 
     def _start_workers(self, model: LoadedModel) -> ModelWorkers:
         s = self.settings
@@ -127,25 +181,43 @@ class Engine:
 
     async def stop(self) -> None:
         """Finish queued work (steps still write their state), then close the session store."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
         for workers in self._workers.values():
-            await workers.predict.stop()
-            await workers.step.stop()
-            workers.executor.shutdown(wait=True)
+            await self._stop_workers(workers)
         self._workers.clear()
         if self._sessions is not None:
             await log_sessions_on_exit(self._sessions.store)
             await self._sessions.stop()
             self._sessions = None
 
+    @staticmethod
+    async def _stop_workers(workers: ModelWorkers) -> None:
+        await workers.predict.stop()
+        await workers.step.stop()
+        # the thread finishes the batch it runs; nothing waits on the loop for it
+        await asyncio.to_thread(workers.executor.shutdown, wait=True)
+
+    def _workers_of(self, model: LoadedModel) -> ModelWorkers:
+        workers = self._workers.get((model.name, model.version))
+        if workers is None:  # unloaded between the lookup and now
+            raise ModelNotFoundError(
+                f"model {model.name!r} v{model.version} was unloaded",
+                detail={"model": model.name, "version": model.version},
+            )
+        return workers
+
     async def run_sequences(
         self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState | None
     ) -> list[SequenceResult]:
         """Sequences through the model's predict batcher."""
-        return await self._workers[(model.name, model.version)].predict.submit(sequences, states)
+        return await self._workers_of(model).predict.submit(sequences, states)
 
     async def run_steps(
         self, model: LoadedModel, sequence: SequenceArray, state: RecurrentState
     ) -> SequenceResult:
         """One session's steps through the model's step batcher."""
-        (result,) = await self._workers[(model.name, model.version)].step.submit([sequence], state)
+        (result,) = await self._workers_of(model).step.submit([sequence], state)
         return result

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     strict: bool = False
+    # > 0: rescan the repository this often and serve versions that appear (0: only at start
+    # and through POST /v2/repository/models/{m}/load)
+    repository_poll_s: float = Field(default=0.0, ge=0)
 
     providers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -36,6 +36,7 @@ class ModelStatus(StrEnum):
 
     READY = "ready"
     UNAVAILABLE = "unavailable"
+    UNLOADED = "unloaded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,46 +188,154 @@ def _version_dirs(root: Path) -> Iterator[tuple[str, int, Path]]:
                 log.warning("skipping %s: versions are positive integers", version_dir)
 
 
-class Repository:
-    """Every model version found on disk, ready or not."""
+def load_entry(
+    name: str,
+    version: int,
+    path: Path,
+    *,
+    providers: list[str],
+    intra_op_threads: int,
+    strict: bool = False,
+) -> ModelEntry:
+    """One version from disk: ready, or unavailable with the one-line reason (with `strict`,
+    RepositoryError instead)."""
+    try:
+        model = load_version(path, providers=providers, intra_op_threads=intra_op_threads)
+    except RepositoryError as exc:
+        if strict:
+            raise
+        log.error("model %s v%d unavailable: %s", name, version, exc.message)
+        return ModelEntry(
+            name, version, path, ModelStatus.UNAVAILABLE, _card_or_none(path), reason=exc.message
+        )
+    log.info(
+        "loaded model %s v%d on %s",
+        name,
+        version,
+        model.runner.provider,
+        extra={"model": name, "version": version, "provider": model.runner.provider},
+    )
+    return ModelEntry(name, version, path, ModelStatus.READY, model.card, model.runner)
 
-    def __init__(self, entries: list[ModelEntry]) -> None:
+
+@dataclass(frozen=True, slots=True)
+class RepositoryChange:
+    """What a rescan, load or unload did: versions that now serve, and versions that stopped."""
+
+    added: list[ModelEntry]
+    removed: list[ModelEntry]
+
+
+class Repository:
+    """Every model version found on disk, ready or not.
+
+    Versions are immutable once exported: a rescan loads versions that appeared and drops
+    versions whose directory went away, and never touches a loaded one. A broken new version is
+    listed unavailable and never replaces a working one (the default is the highest ready).
+    """
+
+    def __init__(
+        self,
+        entries: list[ModelEntry],
+        *,
+        root: Path | None = None,
+        providers: list[str] | None = None,
+        intra_op_threads: int = 1,
+    ) -> None:
         self._entries: dict[str, dict[int, ModelEntry]] = {}
         for entry in entries:
             self._entries.setdefault(entry.name, {})[entry.version] = entry
+        self._root = root
+        self._providers = providers or ["CPUExecutionProvider"]
+        self._intra_op_threads = intra_op_threads
 
     @classmethod
     def load(
         cls, root: Path, *, providers: list[str], intra_op_threads: int, strict: bool = False
     ) -> Repository:
         """Scan `root`; with `strict`, the first broken version raises RepositoryError."""
-        entries: list[ModelEntry] = []
         providers = choose_providers(providers)
-        for name, version, path in _version_dirs(root):
-            try:
-                model = load_version(path, providers=providers, intra_op_threads=intra_op_threads)
-            except RepositoryError as exc:
-                if strict:
-                    raise
-                log.error("model %s v%d unavailable: %s", name, version, exc.message)
-                card = _card_or_none(path)
-                entries.append(
-                    ModelEntry(
-                        name, version, path, ModelStatus.UNAVAILABLE, card, reason=exc.message
-                    )
-                )
-                continue
-            log.info(
-                "loaded model %s v%d on %s",
+        entries = [
+            load_entry(
                 name,
                 version,
-                model.runner.provider,
-                extra={"model": name, "version": version, "provider": model.runner.provider},
+                path,
+                providers=providers,
+                intra_op_threads=intra_op_threads,
+                strict=strict,
             )
-            entries.append(
-                ModelEntry(name, version, path, ModelStatus.READY, model.card, model.runner)
+            for name, version, path in _version_dirs(root)
+        ]
+        return cls(entries, root=root, providers=providers, intra_op_threads=intra_op_threads)
+
+    def scan(self, only: str | None = None) -> RepositoryChange:
+        """Load the versions that appeared on disk (of `only`, or of every model) and find the
+        versions whose directory is gone; unloaded versions are loaded again when `only` names
+        their model. Changes nothing: `apply` does. Blocking: call it off the event loop."""
+        if self._root is None:
+            raise RepositoryError("this repository was not loaded from a directory")
+        found = {
+            (name, version): path
+            for name, version, path in _version_dirs(self._root)
+            if only is None or name == only
+        }
+        if only is not None and not found:
+            raise ModelNotFoundError(
+                f"model {only!r} is not in the repository", detail={"model": only}
             )
-        return cls(entries)
+        added: list[ModelEntry] = []
+        removed: list[ModelEntry] = []
+        for (name, version), path in sorted(found.items()):
+            known = self._entries.get(name, {}).get(version)
+            reload = known is not None and known.status is ModelStatus.UNLOADED and only == name
+            if known is None or reload:
+                added.append(
+                    load_entry(
+                        name,
+                        version,
+                        path,
+                        providers=self._providers,
+                        intra_op_threads=self._intra_op_threads,
+                    )
+                )
+        for name in [only] if only is not None else list(self._entries):
+            removed += [
+                entry
+                for version, entry in self._entries.get(name, {}).items()
+                if (name, version) not in found
+            ]
+        return RepositoryChange(added, removed)
+
+    def apply(self, change: RepositoryChange) -> None:
+        """Make a change visible (on the event loop: request handlers read the entries)."""
+        for entry in change.removed:
+            versions = self._entries.get(entry.name, {})
+            if versions.get(entry.version) is entry:
+                del versions[entry.version]
+            if not versions:
+                self._entries.pop(entry.name, None)
+        for entry in change.added:
+            self._entries.setdefault(entry.name, {})[entry.version] = entry
+
+    def unload(self, name: str) -> RepositoryChange:
+        """The change that stops serving every version of `name`: each is listed as unloaded
+        until loaded again (`apply` makes it so)."""
+        versions = self._entries.get(name)
+        if not versions:
+            raise ModelNotFoundError(f"model {name!r} not found", detail={"model": name})
+        removed = [e for e in versions.values() if e.status is not ModelStatus.UNLOADED]
+        unloaded = [
+            ModelEntry(
+                e.name,
+                e.version,
+                e.path,
+                ModelStatus.UNLOADED,
+                e.card,
+                reason="unloaded through the repository API; load it to serve it again",
+            )
+            for e in removed
+        ]
+        return RepositoryChange(unloaded, removed)
 
     def entries(self) -> list[ModelEntry]:
         """All versions, sorted by name then version."""
@@ -256,6 +365,11 @@ class Repository:
     def get(self, name: str, version: int | None = None) -> LoadedModel:
         """A ready model version, or the error that says why not."""
         entry = self.entry(name, version)
+        if entry.status is ModelStatus.UNLOADED:
+            raise ModelNotFoundError(
+                f"model {name!r} v{entry.version} was unloaded; load it again to serve it",
+                detail={"model": name, "version": entry.version},
+            )
         if entry.runner is None or entry.card is None:
             raise ModelUnavailableError(
                 f"model {name!r} v{entry.version} is unavailable: {entry.reason}",

@@ -62,3 +62,13 @@ def statistics(engine: Engine, name: str, version: str) -> dict[str, Any]:
 def index(engine: Engine, *, ready_only: bool) -> list[dict[str, Any]]:
     """The repository index, as `POST /v2/repository/index` answers."""
     return repository_index(engine, ready_only=ready_only)
+
+
+async def load(engine: Engine, name: str) -> None:
+    """Triton's repository load, as `POST /v2/repository/models/{m}/load` does it."""
+    await protocol.load_model(engine, name)
+
+
+async def unload(engine: Engine, name: str) -> None:
+    """Triton's repository unload, as `POST /v2/repository/models/{m}/unload` does it."""
+    await protocol.unload_model(engine, name)

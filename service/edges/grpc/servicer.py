@@ -30,7 +30,7 @@ from service.edges.grpc.codec import (
 from service.edges.grpc.errors import code_for, retry_after_metadata
 from service.edges.keys import identify_key
 from service.engine import Engine
-from service.errors import NotSupportedError, RnnServeError, UnauthorizedError
+from service.errors import InvalidInputError, NotSupportedError, RnnServeError, UnauthorizedError
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,31 @@ class InferenceServicer:
         return json_format.ParseDict({"models": models}, pb.RepositoryIndexResponse())
 
     @unary
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        """Serve the model's versions found on disk now (the HTTP load route's call)."""
+        self._owner(context)
+        self._plain_repository_request(request, "load")
+        await adapter.load(self._engine, request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @unary
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        """Stop serving the model (the HTTP unload route's call)."""
+        self._owner(context)
+        self._plain_repository_request(request, "unload")
+        await adapter.unload(self._engine, request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    @staticmethod
+    def _plain_repository_request(request: Any, action: str) -> None:
+        if request.repository_name:
+            raise NotSupportedError("rnnserve serves one model repository; leave its name empty")
+        if len(request.parameters):
+            raise InvalidInputError(
+                f"repository {action} parameters are not supported: {sorted(request.parameters)}"
+            )
+
+    @unary
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         """One infer call: batched, or a step of a sequence."""
         return await self._infer(request, self._owner(context))
@@ -200,8 +225,6 @@ class InferenceServicer:
             failed.parameters[FINAL_RESPONSE].bool_param = True
         return pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
 
-    RepositoryModelLoad = _refuse("model repository load")
-    RepositoryModelUnload = _refuse("model repository unload")
     SystemSharedMemoryStatus = _refuse("system shared memory")
     SystemSharedMemoryRegister = _refuse("system shared memory")
     SystemSharedMemoryUnregister = _refuse("system shared memory")

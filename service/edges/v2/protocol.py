@@ -7,10 +7,11 @@ and answer the protocol's tensors, still unencoded.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from service.core.repository import LoadedModel
+from service.core.repository import LoadedModel, ModelStatus
 from service.edges.v2.classification import check_parameters, classify
 from service.edges.v2.codec import InferRequest, OutputTensor
 from service.edges.v2.contract import (
@@ -22,7 +23,10 @@ from service.edges.v2.contract import (
 )
 from service.edges.wire import parse_version
 from service.engine import Engine
+from service.errors import InvalidInputError
 from service.operations.infer import infer
+
+log = logging.getLogger(__name__)
 
 EXTENSIONS = [
     "binary_tensor_data",
@@ -84,3 +88,21 @@ async def run_infer(
     lengths = [len(s) for s in call.sequences]
     outputs = classify(request, model.card, lengths, select_outputs(request, specs, arrays))
     return InferAnswer(model.name, model.version, request.id, outputs)
+
+
+async def load_model(engine: Engine, name: str) -> None:
+    """Triton's repository load: serve the versions of `name` found on disk now (new ones, and
+    unloaded ones again). Fails, naming each reason, when no version of it can serve."""
+    change = await engine.load_model(name)
+    versions = engine.repository.versions(name)
+    if not any(e.status is ModelStatus.READY for e in versions):
+        reasons = "; ".join(f"v{e.version}: {e.reason}" for e in versions)
+        raise InvalidInputError(f"model {name!r} has no version that can serve: {reasons}")
+    failed = [e for e in change.added if e.status is ModelStatus.UNAVAILABLE]
+    for entry in failed:  # a broken new version: reported, the working ones keep serving
+        log.warning("model %s v%d failed to load: %s", name, entry.version, entry.reason)
+
+
+async def unload_model(engine: Engine, name: str) -> None:
+    """Triton's repository unload: stop serving every version of `name`."""
+    await engine.unload_model(name)

@@ -1,8 +1,8 @@
 """Triton's model repository index (`POST /v2/repository/index`), read-only.
 
 Every model version found on disk with its state (`READY`, or `UNAVAILABLE` with the reason it
-failed to load); `{"ready": true}` keeps the ready ones only. Loading and unloading are the
-operate issue's routes.
+failed to load, or was unloaded); `{"ready": true}` keeps the ready ones only. Loading and
+unloading are `service.edges.v2.triton`'s routes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from service.edges.wire import require_object
 from service.engine import Engine
 from service.errors import InvalidInputError
 
-STATES = {ModelStatus.READY: "READY", ModelStatus.UNAVAILABLE: "UNAVAILABLE"}
+STATES = {
+    ModelStatus.READY: "READY",
+    ModelStatus.UNAVAILABLE: "UNAVAILABLE",
+    ModelStatus.UNLOADED: "UNAVAILABLE",  # Triton's word for an unloaded model, with the reason
+}
 
 
 def parse_index_request(body: bytes) -> bool:

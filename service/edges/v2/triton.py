@@ -12,12 +12,14 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from service.edges.http.codec import parse_json
 from service.edges.http.deps import EngineDep, json_response, read_body
 from service.edges.v2.config import model_config
-from service.edges.v2.protocol import ready_model
+from service.edges.v2.protocol import load_model, ready_model, unload_model
 from service.edges.v2.repository_index import parse_index_request, repository_index
 from service.edges.v2.stats import model_statistics
-from service.errors import NotSupportedError
+from service.edges.wire import require_object
+from service.errors import InvalidInputError, NotSupportedError
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 
@@ -48,6 +50,38 @@ async def index(request: Request, engine: EngineDep) -> Response:
     """`[{"name", "version", "state", "reason"}]`; body `{"ready": true}` for ready ones only."""
     body = await read_body(request, engine.settings.max_body_bytes)
     return json_response(repository_index(engine, ready_only=parse_index_request(body)))
+
+
+def check_load_body(body: bytes, action: str) -> None:
+    """Load and unload take no parameters here (Triton's config overrides and files are not
+    supported); an empty body or `{}` is the plain request."""
+    if not body.strip():
+        return
+    request = require_object(parse_json(body), f"the repository {action} request")
+    if request.get("parameters"):
+        raise InvalidInputError(
+            f"repository {action} parameters are not supported: {sorted(request['parameters'])}"
+        )
+
+
+@router.post("/repository/models/{name}/load", summary="Load (or reload) a model's versions")
+async def load(name: str, request: Request, engine: EngineDep) -> Response:
+    """Serves the versions of the model found on disk now: new versions and unloaded ones.
+
+    A version that fails to load is listed unavailable with its reason and never replaces a
+    working one; 400 when no version of the model can serve.
+    """
+    check_load_body(await read_body(request, engine.settings.max_body_bytes), "load")
+    await load_model(engine, name)
+    return json_response({})
+
+
+@router.post("/repository/models/{name}/unload", summary="Unload a model")
+async def unload(name: str, request: Request, engine: EngineDep) -> Response:
+    """Stops serving every version; queued requests finish, sessions pinned to it get 404."""
+    check_load_body(await read_body(request, engine.settings.max_body_bytes), "unload")
+    await unload_model(engine, name)
+    return json_response({})
 
 
 UNSUPPORTED: dict[str, tuple[str, list[str]]] = {
