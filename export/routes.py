@@ -32,6 +32,7 @@ class Route:
     io: GraphIO
     reference: Reference
     build: Callable[[], bytes]
+    parity_hint: str | None = None  # the likely cause, when parity fails
 
 
 def template_route(
@@ -117,7 +118,8 @@ def choose_route(
     kind = find_input(module, signature)
     if any(isinstance(m, nn.RNNBase) for m in module.modules()):
         traced = plan_traced(module, kind=kind, signature=signature, seq_first=seq_first)
-        return Route(_relabel(traced.io, head), traced.reference, traced.build)
+        io = _relabel(traced.io, head)
+        return Route(io, traced.reference, traced.build, traced.parity_hint)
     scan = plan_scan(module, kind=kind, signature=signature, seq_first=seq_first)
     return Route(_relabel(scan.io, head), scan.reference, scan.build)
 

@@ -23,6 +23,7 @@ from export.model_io import Array, GraphIO, Head, LayerInfo, Outputs, Reference,
 from export.packing import PaddedSequence, padded_packing
 from export.probe import InputKind, Signature, call, eval_mode, first_tensor
 from export.recurrent_ops import layer_weights, onnx_family
+from export.refusal import calling_line
 from export.tracing import export_graph
 
 _KIND = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
@@ -37,6 +38,7 @@ class RecurrentCall:
 
     path: str
     rnn: nn.RNNBase
+    own_state_at: str | None = None  # file:line where forward passed a non-zero initial state
 
     @property
     def rows(self) -> int:
@@ -78,12 +80,15 @@ def find_calls(
     paths = {sub: name or "the module itself" for name, sub in module.named_modules()}
     calls: list[RecurrentCall] = []
 
-    def record(rnn: nn.Module, _: Any) -> None:
+    def record(rnn: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         assert isinstance(rnn, nn.RNNBase)
-        calls.append(RecurrentCall(paths[rnn], rnn))
+        hx = args[1] if len(args) > 1 else kwargs.get("hx")
+        given = [hx] if isinstance(hx, torch.Tensor) else list(hx or ())
+        own = any(isinstance(t, torch.Tensor) and bool(t.abs().max() > 0) for t in given)
+        calls.append(RecurrentCall(paths[rnn], rnn, calling_line(module) if own else None))
 
     handles = [
-        sub.register_forward_pre_hook(record)
+        sub.register_forward_pre_hook(record, with_kwargs=True)
         for sub in module.modules()
         if isinstance(sub, nn.RNNBase)
     ]
@@ -101,7 +106,7 @@ def find_calls(
     for item in calls:
         counts[item.path] = counts.get(item.path, 0) + 1
         path = item.path if counts[item.path] == 1 else f"{item.path}.call{counts[item.path]}"
-        named.append(RecurrentCall(path, item.rnn))
+        named.append(RecurrentCall(path, item.rnn, item.own_state_at))
     return named
 
 
@@ -242,6 +247,7 @@ class TracedPlan:
     io: GraphIO
     reference: Reference
     build: Callable[[], bytes]
+    parity_hint: str | None
 
 
 def plan_traced(
@@ -272,7 +278,16 @@ def plan_traced(
         with eval_mode(module), _swapped(module, calls, slots):
             return export_graph(wrapper, module, io, dynamic_seq=True)
 
-    return TracedPlan(io, recurrent_reference(module, calls, signature, batch_first), build)
+    own = [c for c in calls if c.own_state_at is not None]
+    hint = None
+    if own:
+        hint = (
+            f"forward starts {own[0].path} from a non-zero state of its own at "
+            f"{own[0].own_state_at}, and the graph takes every initial state as an input: send "
+            "that state as the initial state, or start the layer from zeros"
+        )
+    reference = recurrent_reference(module, calls, signature, batch_first)
+    return TracedPlan(io, reference, build, hint)
 
 
 def recurrent_reference(
