@@ -67,9 +67,9 @@ def template_route(
     reference = recurrent_reference(
         module, [RecurrentCall(spec.rnn_name, rnn)], _NO_ARGS, spec.batch_first
     )
-    return Route(
-        io, reference, lambda: build_onnx(spec, normalization=normalization).SerializeToString()
-    )
+    # Written once: the fit check and the export read the same bytes.
+    model_bytes: bytes = build_onnx(spec, normalization=normalization).SerializeToString()
+    return Route(io, reference, lambda: model_bytes)
 
 
 def _template_fits(route: Route, normalization: Normalization | None) -> bool:
