@@ -8,7 +8,7 @@ other module with nn.RNN/LSTM/GRU layers; the scan route for cells stepped over 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from torch import nn
@@ -129,5 +129,5 @@ def _relabel(io: GraphIO, head: str | None) -> GraphIO:
     if head is None or head == io.head.value:
         return io
     if head == Head.LAST_STEP.value and io.head is Head.PER_STEP:
-        return GraphIO(**{**io.__dict__, "head": Head.LAST_STEP})
+        return replace(io, head=Head.LAST_STEP)
     raise ExportError(f"--head {head}: forward's output was measured as {io.head.value}")

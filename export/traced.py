@@ -145,21 +145,22 @@ def detect_head(
 
 
 class _Slots:
-    """The graph's state inputs, handed to recurrent calls in order; collects their end states."""
+    """The graph's state inputs, handed to recurrent calls in order; collects their end states.
 
-    def __init__(self, calls: list[RecurrentCall]) -> None:
-        self.calls = calls
-        self.seq_lens: torch.Tensor | None = None
+    Call k takes the inputs after those of the calls before it, which have appended their end
+    states to `outputs` by then.
+    """
+
+    def __init__(self) -> None:
+        self.seq_lens = torch.empty(0, dtype=torch.int32)
         self.inputs: list[torch.Tensor] = []
         self.outputs: list[torch.Tensor] = []
-        self.index = 0
 
     def begin(self, seq_lens: torch.Tensor, states: tuple[torch.Tensor, ...]) -> None:
-        self.seq_lens, self.inputs, self.outputs, self.index = seq_lens, list(states), [], 0
+        self.seq_lens, self.inputs, self.outputs = seq_lens, list(states), []
 
     def take(self, count: int) -> list[torch.Tensor]:
         start = len(self.outputs)
-        self.index += 1
         return self.inputs[start : start + count]
 
 
@@ -273,7 +274,7 @@ def plan_traced(
     )
 
     def build() -> bytes:
-        slots = _Slots(calls)
+        slots = _Slots()
         wrapper = _GraphSignature(module, slots, signature, batch_first, head)
         with eval_mode(module), _swapped(module, calls, slots):
             return export_graph(wrapper, module, io, dynamic_seq=True)

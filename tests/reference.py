@@ -37,19 +37,12 @@ def run_alone(version_dir: Path, sequence: Any, state: dict[str, Any] | None = N
     card = card_of(version_dir)
     tokens = card.get("vocab_size") is not None
     x = np.asarray(sequence, np.int64 if tokens else np.float32)[None]
-    rows = card["num_layers"] * (2 if card["bidirectional"] else 1)
-    shape = (rows, 1, card["hidden_size"])
-    feeds = {
-        "tokens" if tokens else "x": x,
-        "seq_lens": np.array([x.shape[1]], np.int32),
-        "h0": np.asarray(state["h"], np.float32)[:, None] if state else np.zeros(shape, np.float32),
-    }
-    names = ["y", "hn"]
-    if card["cell"] == "lstm":
-        feeds["c0"] = (
-            np.asarray(state["c"], np.float32)[:, None] if state else np.zeros(shape, np.float32)
-        )
-        names.append("cn")
+    feeds = {"tokens" if tokens else "x": x, "seq_lens": np.array([x.shape[1]], np.int32)}
+    for spec in card["states"]:  # card format 2: h (and c) for these one-layer models
+        zeros = np.zeros((spec["rows"], 1, spec["width"]), np.float32)
+        given = np.asarray(state[spec["name"]], np.float32)[:, None] if state else zeros
+        feeds[spec["input"]] = given
+    names = ["y", *(spec["output"] for spec in card["states"])]
     out = _session(version_dir / "model.onnx").run(names, feeds)
     return Reference(out[0][0], out[1][:, 0], out[2][:, 0] if len(out) > 2 else None)
 

@@ -15,9 +15,7 @@ from tests.sessions.harness import random_steps
 
 def random_state(card: dict, rng: np.random.Generator) -> dict:
     """A non-zero initial state for one sequence."""
-    rows = card["num_layers"] * (2 if card["bidirectional"] else 1)
-    names = ("h", "c") if card["cell"] == "lstm" else ("h",)
-    return {n: rng.normal(size=(rows, card["hidden_size"])).tolist() for n in names}
+    return {s["name"]: rng.normal(size=(s["rows"], s["width"])).tolist() for s in card["states"]}
 
 
 @pytest.mark.parametrize("name", sorted(RANDOM_MODELS))

@@ -140,9 +140,10 @@ def random_steps(card: dict[str, Any], length: int, rng: np.random.Generator) ->
 
 def random_state(card: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     """A non-zero state for one sequence."""
-    rows = card["num_layers"] * (2 if card["bidirectional"] else 1)
-    names = ("h", "c") if card["cell"] == "lstm" else ("h",)
-    return {n: (0.5 * rng.normal(size=(rows, card["hidden_size"]))).tolist() for n in names}
+    return {
+        s["name"]: (0.5 * rng.normal(size=(s["rows"], s["width"]))).tolist()
+        for s in card["states"]
+    }
 
 
 def random_split(total: int, rng: np.random.Generator, *, max_chunk: int = 5) -> list[int]:

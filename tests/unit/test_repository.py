@@ -55,11 +55,21 @@ def card_field(field: str, value: object) -> Callable[[Path], None]:
     return edit
 
 
+def state_width(value: int) -> Callable[[Path], None]:
+    def edit(version_dir: Path) -> None:
+        card_path = version_dir / "model.json"
+        card = json.loads(card_path.read_text())
+        card["states"][0]["width"] = value
+        card_path.write_text(json.dumps(card))
+
+    return edit
+
+
 BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "sha mismatch": (tamper_graph, "sha256"),
     "missing graph": (delete_graph, "missing"),
     "corrupt graph": (corrupt_graph_keeping_sha, "onnxruntime cannot load"),
-    "card disagrees with graph": (card_field("hidden_size", 99), "shape"),
+    "card disagrees with graph": (state_width(99), "shape"),
     "card field invalid": (card_field("cell", "transformer"), "'cell'"),
     "card names another model": (card_field("name", "other"), "directory says"),
     "card not json": (lambda d: (d / "model.json").write_text("{"), "model.json"),

@@ -23,10 +23,9 @@ def random_states(
     card: dict[str, Any], batch: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """`h0` (and `c0`) [layers*dirs, batch, hidden]."""
-    rows = card["num_layers"] * (2 if card["bidirectional"] else 1)
-    names = ("h0", "c0") if card["cell"] == "lstm" else ("h0",)
     return {
-        n: rng.normal(size=(rows, batch, card["hidden_size"])).astype(np.float32) for n in names
+        s["input"]: rng.normal(size=(s["rows"], batch, s["width"])).astype(np.float32)
+        for s in card["states"]
     }
 
 

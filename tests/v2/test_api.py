@@ -45,8 +45,6 @@ async def test_model_metadata_has_dynamic_batch_and_seq_axes_and_fixed_sizes(
     client: httpx.AsyncClient, random_repository: RandomRepository, name: str
 ) -> None:
     card = card_of(random_repository.path / name / "1")
-    rows = card["num_layers"] * (2 if card["bidirectional"] else 1)
-    state = [rows, -1, card["hidden_size"]]
     meta = (await client.get(f"/v2/models/{name}")).json()
     assert meta == (await client.get(f"/v2/models/{name}/versions/1")).json()
     assert (meta["name"], meta["versions"], meta["platform"]) == (name, ["1"], "onnxruntime_onnx")
@@ -58,9 +56,8 @@ async def test_model_metadata_has_dynamic_batch_and_seq_axes_and_fixed_sizes(
         assert inputs.pop("x") == ("FP32", [-1, -1, card["input_size"]])
     assert inputs.pop("seq_lens") == ("INT32", [-1])
     assert outputs.pop("y") == ("FP32", [-1, -1, card["output_size"]])
-    states = ("h", "c") if card["cell"] == "lstm" else ("h",)
-    assert inputs == {f"{s}0": ("FP32", state) for s in states}
-    assert outputs == {f"{s}n": ("FP32", state) for s in states}
+    assert inputs == {s["input"]: ("FP32", [s["rows"], -1, s["width"]]) for s in card["states"]}
+    assert outputs == {s["output"]: ("FP32", [s["rows"], -1, s["width"]]) for s in card["states"]}
 
 
 async def test_model_readiness_and_unknown_models(client: httpx.AsyncClient) -> None:
