@@ -141,8 +141,7 @@ def random_steps(card: dict[str, Any], length: int, rng: np.random.Generator) ->
 def random_state(card: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     """A non-zero state for one sequence."""
     return {
-        s["name"]: (0.5 * rng.normal(size=(s["rows"], s["width"]))).tolist()
-        for s in card["states"]
+        s["name"]: (0.5 * rng.normal(size=(s["rows"], s["width"]))).tolist() for s in card["states"]
     }
 
 
