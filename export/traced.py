@@ -9,8 +9,7 @@ carried when streaming, and the graph's `seq_lens` reach every recurrent call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +19,10 @@ from torch import nn
 
 from export.errors import UnsupportedModuleError
 from export.model_io import Array, GraphIO, Head, LayerInfo, Outputs, Reference, state_tensors
-from export.packing import PaddedSequence, padded_packing
 from export.probe import InputKind, Signature, call, eval_mode, first_tensor
-from export.recurrent_ops import layer_weights, onnx_family
+from export.recurrent_ops import onnx_family
 from export.refusal import calling_line
+from export.swap import Slots, swapped
 from export.tracing import export_graph
 
 _KIND = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
@@ -144,82 +143,11 @@ def detect_head(
     )
 
 
-class _Slots:
-    """The graph's state inputs, handed to recurrent calls in order; collects their end states.
-
-    Call k takes the inputs after those of the calls before it, which have appended their end
-    states to `outputs` by then.
-    """
-
-    def __init__(self) -> None:
-        self.seq_lens = torch.empty(0, dtype=torch.int32)
-        self.inputs: list[torch.Tensor] = []
-        self.outputs: list[torch.Tensor] = []
-
-    def begin(self, seq_lens: torch.Tensor, states: tuple[torch.Tensor, ...]) -> None:
-        self.seq_lens, self.inputs, self.outputs = seq_lens, list(states), []
-
-    def take(self, count: int) -> list[torch.Tensor]:
-        start = len(self.outputs)
-        return self.inputs[start : start + count]
-
-
-def _swapped_forward(rnn: nn.RNNBase, slots: _Slots) -> Any:
-    family = onnx_family(rnn)
-    weights = [
-        tuple(torch.from_numpy(a) for a in layer_weights(rnn, k)) for k in range(rnn.num_layers)
-    ]
-    dirs = 2 if rnn.bidirectional else 1
-    activation = "Tanh" if rnn.mode == "RNN_TANH" else "Relu"
-
-    def forward(input: Any, hx: Any = None) -> Any:
-        padded = input if isinstance(input, PaddedSequence) else None
-        if padded is not None:
-            x = padded.data
-        else:
-            x = input.transpose(0, 1) if rnn.batch_first else input
-        initial = slots.take(2 if family == "LSTM" else 1)
-        lens = slots.seq_lens
-        ends: list[list[torch.Tensor]] = [[] for _ in initial]
-        for layer, (w, r, b) in enumerate(weights):
-            rows = [s[layer * dirs : (layer + 1) * dirs] for s in initial]
-            if family == "LSTM":
-                x, *end = torch.ops.rnnserve.lstm_layer(x, w, r, b, lens, *rows)
-            elif family == "GRU":
-                x, *end = torch.ops.rnnserve.gru_layer(x, w, r, b, lens, *rows)
-            else:
-                x, *end = torch.ops.rnnserve.rnn_layer(x, w, r, b, lens, *rows, activation)
-            for collected, state in zip(ends, end, strict=True):
-                collected.append(state)
-        finals = [torch.cat(e, dim=0) for e in ends]
-        slots.outputs.extend(finals)
-        if padded is not None:
-            out: Any = PaddedSequence(data=x, lengths=padded.lengths)
-        else:
-            out = x.transpose(0, 1) if rnn.batch_first else x
-        return out, (tuple(finals) if family == "LSTM" else finals[0])
-
-    return forward
-
-
-@contextmanager
-def _swapped(module: nn.Module, calls: list[RecurrentCall], slots: _Slots) -> Iterator[None]:
-    layers = {id(c.rnn): c.rnn for c in calls}
-    for rnn in layers.values():
-        rnn.forward = _swapped_forward(rnn, slots)
-    try:
-        with padded_packing(module):
-            yield
-    finally:
-        for rnn in layers.values():
-            del rnn.forward
-
-
 class _GraphSignature(nn.Module):
     def __init__(
         self,
         module: nn.Module,
-        slots: _Slots,
+        slots: Slots,
         signature: Signature,
         batch_first: bool,
         head: Head,
@@ -274,9 +202,9 @@ def plan_traced(
     )
 
     def build() -> bytes:
-        slots = _Slots()
+        slots = Slots()
         wrapper = _GraphSignature(module, slots, signature, batch_first, head)
-        with eval_mode(module), _swapped(module, calls, slots):
+        with eval_mode(module), swapped(module, [c.rnn for c in calls], slots):
             return export_graph(wrapper, module, io, dynamic_seq=True)
 
     own = [c for c in calls if c.own_state_at is not None]
