@@ -124,6 +124,8 @@ def _build_and_check(
             padding_safe=properties.padding_safe,
         )
     except ParityError as exc:
+        if route.parity_hint is not None:
+            raise ParityError(f"{route.parity_hint} ({exc})") from exc
         if route.io.method != "scan":
             raise
         raise UnsupportedModuleError(

@@ -99,3 +99,14 @@ def stack_location(stack_trace: str | None, module: nn.Module) -> str | None:
         if str(Path(path).resolve()) in files
     ]
     return hits[-1] if hits else None
+
+
+def calling_line(module: nn.Module) -> str | None:
+    """The user's deepest file:line on the current call stack (called from inside a hook)."""
+    files = user_files(module)
+    hits = [
+        f"{_short(frame.filename)}:{frame.lineno}"
+        for frame in traceback.extract_stack()
+        if str(Path(frame.filename).resolve()) in files
+    ]
+    return hits[-1] if hits else None

@@ -8,7 +8,7 @@ other module with nn.RNN/LSTM/GRU layers; the scan route for cells stepped over 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from torch import nn
@@ -32,6 +32,7 @@ class Route:
     io: GraphIO
     reference: Reference
     build: Callable[[], bytes]
+    parity_hint: str | None = None  # the likely cause, when parity fails
 
 
 def template_route(
@@ -66,9 +67,9 @@ def template_route(
     reference = recurrent_reference(
         module, [RecurrentCall(spec.rnn_name, rnn)], _NO_ARGS, spec.batch_first
     )
-    return Route(
-        io, reference, lambda: build_onnx(spec, normalization=normalization).SerializeToString()
-    )
+    # Written once: the fit check and the export read the same bytes.
+    model_bytes: bytes = build_onnx(spec, normalization=normalization).SerializeToString()
+    return Route(io, reference, lambda: model_bytes)
 
 
 def _template_fits(route: Route, normalization: Normalization | None) -> bool:
@@ -117,7 +118,8 @@ def choose_route(
     kind = find_input(module, signature)
     if any(isinstance(m, nn.RNNBase) for m in module.modules()):
         traced = plan_traced(module, kind=kind, signature=signature, seq_first=seq_first)
-        return Route(_relabel(traced.io, head), traced.reference, traced.build)
+        io = _relabel(traced.io, head)
+        return Route(io, traced.reference, traced.build, traced.parity_hint)
     scan = plan_scan(module, kind=kind, signature=signature, seq_first=seq_first)
     return Route(_relabel(scan.io, head), scan.reference, scan.build)
 
@@ -127,5 +129,5 @@ def _relabel(io: GraphIO, head: str | None) -> GraphIO:
     if head is None or head == io.head.value:
         return io
     if head == Head.LAST_STEP.value and io.head is Head.PER_STEP:
-        return GraphIO(**{**io.__dict__, "head": Head.LAST_STEP})
+        return replace(io, head=Head.LAST_STEP)
     raise ExportError(f"--head {head}: forward's output was measured as {io.head.value}")

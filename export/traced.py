@@ -9,8 +9,7 @@ carried when streaming, and the graph's `seq_lens` reach every recurrent call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +19,10 @@ from torch import nn
 
 from export.errors import UnsupportedModuleError
 from export.model_io import Array, GraphIO, Head, LayerInfo, Outputs, Reference, state_tensors
-from export.packing import PaddedSequence, padded_packing
 from export.probe import InputKind, Signature, call, eval_mode, first_tensor
-from export.recurrent_ops import layer_weights, onnx_family
+from export.recurrent_ops import onnx_family
+from export.refusal import calling_line
+from export.swap import Slots, swapped
 from export.tracing import export_graph
 
 _KIND = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
@@ -37,6 +37,7 @@ class RecurrentCall:
 
     path: str
     rnn: nn.RNNBase
+    own_state_at: str | None = None  # file:line where forward passed a non-zero initial state
 
     @property
     def rows(self) -> int:
@@ -78,12 +79,15 @@ def find_calls(
     paths = {sub: name or "the module itself" for name, sub in module.named_modules()}
     calls: list[RecurrentCall] = []
 
-    def record(rnn: nn.Module, _: Any) -> None:
+    def record(rnn: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         assert isinstance(rnn, nn.RNNBase)
-        calls.append(RecurrentCall(paths[rnn], rnn))
+        hx = args[1] if len(args) > 1 else kwargs.get("hx")
+        given = [hx] if isinstance(hx, torch.Tensor) else list(hx or ())
+        own = any(isinstance(t, torch.Tensor) and bool(t.abs().max() > 0) for t in given)
+        calls.append(RecurrentCall(paths[rnn], rnn, calling_line(module) if own else None))
 
     handles = [
-        sub.register_forward_pre_hook(record)
+        sub.register_forward_pre_hook(record, with_kwargs=True)
         for sub in module.modules()
         if isinstance(sub, nn.RNNBase)
     ]
@@ -101,7 +105,7 @@ def find_calls(
     for item in calls:
         counts[item.path] = counts.get(item.path, 0) + 1
         path = item.path if counts[item.path] == 1 else f"{item.path}.call{counts[item.path]}"
-        named.append(RecurrentCall(path, item.rnn))
+        named.append(RecurrentCall(path, item.rnn, item.own_state_at))
     return named
 
 
@@ -139,81 +143,11 @@ def detect_head(
     )
 
 
-class _Slots:
-    """The graph's state inputs, handed to recurrent calls in order; collects their end states."""
-
-    def __init__(self, calls: list[RecurrentCall]) -> None:
-        self.calls = calls
-        self.seq_lens: torch.Tensor | None = None
-        self.inputs: list[torch.Tensor] = []
-        self.outputs: list[torch.Tensor] = []
-        self.index = 0
-
-    def begin(self, seq_lens: torch.Tensor, states: tuple[torch.Tensor, ...]) -> None:
-        self.seq_lens, self.inputs, self.outputs, self.index = seq_lens, list(states), [], 0
-
-    def take(self, count: int) -> list[torch.Tensor]:
-        start = len(self.outputs)
-        self.index += 1
-        return self.inputs[start : start + count]
-
-
-def _swapped_forward(rnn: nn.RNNBase, slots: _Slots) -> Any:
-    family = onnx_family(rnn)
-    weights = [
-        tuple(torch.from_numpy(a) for a in layer_weights(rnn, k)) for k in range(rnn.num_layers)
-    ]
-    dirs = 2 if rnn.bidirectional else 1
-    activation = "Tanh" if rnn.mode == "RNN_TANH" else "Relu"
-
-    def forward(input: Any, hx: Any = None) -> Any:
-        padded = input if isinstance(input, PaddedSequence) else None
-        if padded is not None:
-            x = padded.data
-        else:
-            x = input.transpose(0, 1) if rnn.batch_first else input
-        initial = slots.take(2 if family == "LSTM" else 1)
-        lens = slots.seq_lens
-        ends: list[list[torch.Tensor]] = [[] for _ in initial]
-        for layer, (w, r, b) in enumerate(weights):
-            rows = [s[layer * dirs : (layer + 1) * dirs] for s in initial]
-            if family == "LSTM":
-                x, *end = torch.ops.rnnserve.lstm_layer(x, w, r, b, lens, *rows)
-            elif family == "GRU":
-                x, *end = torch.ops.rnnserve.gru_layer(x, w, r, b, lens, *rows)
-            else:
-                x, *end = torch.ops.rnnserve.rnn_layer(x, w, r, b, lens, *rows, activation)
-            for collected, state in zip(ends, end, strict=True):
-                collected.append(state)
-        finals = [torch.cat(e, dim=0) for e in ends]
-        slots.outputs.extend(finals)
-        if padded is not None:
-            out: Any = PaddedSequence(data=x, lengths=padded.lengths)
-        else:
-            out = x.transpose(0, 1) if rnn.batch_first else x
-        return out, (tuple(finals) if family == "LSTM" else finals[0])
-
-    return forward
-
-
-@contextmanager
-def _swapped(module: nn.Module, calls: list[RecurrentCall], slots: _Slots) -> Iterator[None]:
-    layers = {id(c.rnn): c.rnn for c in calls}
-    for rnn in layers.values():
-        rnn.forward = _swapped_forward(rnn, slots)
-    try:
-        with padded_packing(module):
-            yield
-    finally:
-        for rnn in layers.values():
-            del rnn.forward
-
-
 class _GraphSignature(nn.Module):
     def __init__(
         self,
         module: nn.Module,
-        slots: _Slots,
+        slots: Slots,
         signature: Signature,
         batch_first: bool,
         head: Head,
@@ -242,6 +176,7 @@ class TracedPlan:
     io: GraphIO
     reference: Reference
     build: Callable[[], bytes]
+    parity_hint: str | None
 
 
 def plan_traced(
@@ -267,12 +202,21 @@ def plan_traced(
     )
 
     def build() -> bytes:
-        slots = _Slots(calls)
+        slots = Slots()
         wrapper = _GraphSignature(module, slots, signature, batch_first, head)
-        with eval_mode(module), _swapped(module, calls, slots):
+        with eval_mode(module), swapped(module, [c.rnn for c in calls], slots):
             return export_graph(wrapper, module, io, dynamic_seq=True)
 
-    return TracedPlan(io, recurrent_reference(module, calls, signature, batch_first), build)
+    own = [c for c in calls if c.own_state_at is not None]
+    hint = None
+    if own:
+        hint = (
+            f"forward starts {own[0].path} from a non-zero state of its own at "
+            f"{own[0].own_state_at}, and the graph takes every initial state as an input: send "
+            "that state as the initial state, or start the layer from zeros"
+        )
+    reference = recurrent_reference(module, calls, signature, batch_first)
+    return TracedPlan(io, reference, build, hint)
 
 
 def recurrent_reference(

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--module", help="FILE.py:NAME: also recheck parity against torch")
     verify.add_argument("--checkpoint", type=Path, help="the state_dict the model came from")
     verify.add_argument("--init-kwargs", help="JSON object of NAME's arguments")
+    verify.add_argument("--lengths-arg", help="forward's lengths parameter (as for export)")
+    verify.add_argument(
+        "--seq-first", action="store_true", help="forward takes [seq, batch, ...] (as for export)"
+    )
     for name, package in HANDED_OVER.items():
         sub.add_parser(name, help=f"runs `python -m {package} {name if name != 'bench' else ''}`")
     return parser
@@ -173,6 +177,10 @@ def verify(args: argparse.Namespace) -> int:
     )
     if args.module is not None:
         extra = ["--init-kwargs", args.init_kwargs] if args.init_kwargs else []
+        if args.lengths_arg:
+            extra += ["--lengths-arg", args.lengths_arg]
+        if args.seq_first:
+            extra.append("--seq-first")
         sys.stdout.flush()
         parity = [
             "parity",

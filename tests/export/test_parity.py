@@ -161,6 +161,11 @@ def test_tutorial_style_modules_export_with_parity(
     result = export_module(module, name="tutorial", repository=tmp_path)
     assert result.card["head"] == head
     assert result.parity.max_abs_error < 1e-5
+    # They keep the template route: the graph written from the weights, byte for byte.
+    template = build_onnx(introspect(module)).SerializeToString()
+    assert result.card["export_method"] == "template"
+    assert (result.path / "model.onnx").read_bytes() == template
+    assert result.card["streamable"] and result.card["padding_safe"]
 
 
 def test_bare_lstm_exports_its_hidden_sequence_as_y(tmp_path: Path) -> None:
@@ -169,4 +174,6 @@ def test_bare_lstm_exports_its_hidden_sequence_as_y(tmp_path: Path) -> None:
     result = export_module(lstm, name="bare", repository=tmp_path)
     assert result.card["output_size"] == 2 * HIDDEN
     assert result.card["head"] == "per_step" and not result.card["streamable"]
+    assert result.card["layers"][0]["name"] == "lstm"
+    assert "bidirectional" in result.card["not_streamable_reason"]
     assert result.parity.max_abs_error < 1e-5

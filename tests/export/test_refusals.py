@@ -9,8 +9,9 @@ import pytest
 from torch import nn
 
 from export.api import export_module
-from export.errors import UnsupportedModuleError
-from tests.export.fixtures import refused
+from export.errors import ParityError, UnsupportedModuleError
+from tests.export.fixtures import refused, unsupported
+from tests.export.fixtures.unsupported import LearnedInitialState
 
 SOURCE = Path(refused.__file__).resolve()
 
@@ -61,3 +62,13 @@ def test_a_lengths_argument_named_otherwise_is_refused_until_named(tmp_path: Pat
     assert "--lengths-arg n_steps" in _refusal(module, tmp_path)
     result = export_module(module, name="steps", repository=tmp_path, lengths_arg="n_steps")
     assert result.card["export_method"] == "traced" and result.card["head"] == "per_sequence"
+
+
+def test_a_trained_initial_state_is_named_as_the_cause_of_a_parity_failure(tmp_path: Path) -> None:
+    with pytest.raises(ParityError) as caught:
+        export_module(LearnedInitialState().eval(), name="own", repository=tmp_path)
+    message = str(caught.value)
+    line = _line_of(LearnedInitialState, "self.rnn(x, self.h0")
+    assert "forward starts rnn from a non-zero state of its own at " in message
+    assert f"{Path(unsupported.__file__).name}:{line}" in message
+    assert "differs from torch by" in message
