@@ -156,7 +156,7 @@ def list_models(args: argparse.Namespace) -> int:
 
 def verify(args: argparse.Namespace) -> int:
     """Check one version directory the way the server loads it; parity needs torch (export)."""
-    from service.core.repository import load_version
+    from service.core.version import load_version
 
     if (args.module is None) != (args.checkpoint is None):
         print("error: --module and --checkpoint go together", file=sys.stderr)

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 from service.core.batching import Batcher, SequenceResult
 from service.core.inputs import Limits
-from service.core.repository import LoadedModel, ModelEntry, Repository, RepositoryChange
+from service.core.repository import ModelEntry, Repository, RepositoryChange
 from service.core.sessions import log_sessions_on_exit, open_store
 from service.core.state import RecurrentState, SequenceArray
+from service.core.version import LoadedModel
 from service.errors import ModelNotFoundError, NotReadyError
 from service.metrics import Metrics
 from service.operations.sessions import SessionManager, SessionSettings

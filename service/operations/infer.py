@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.core.batching import SequenceResult
-from service.core.repository import LoadedModel
 from service.core.sessions.record import SessionRecord
 from service.core.state import FloatArray, RecurrentState, SequenceArray
+from service.core.version import LoadedModel
 from service.errors import InvalidInputError, SessionNotFoundError
 from service.operations.predict import SequenceBatcher
 from service.operations.sessions import SessionManager

@@ -14,8 +14,8 @@ import numpy as np
 
 from service.core.batching import SequenceResult
 from service.core.card import Head, ModelCard
-from service.core.repository import LoadedModel
 from service.core.state import FloatArray, RecurrentState, SequenceArray
+from service.core.version import LoadedModel
 from service.errors import InvalidInputError
 
 

@@ -19,7 +19,6 @@ from typing import Protocol
 
 from service.core.batching import SequenceResult
 from service.core.inputs import check_sequence
-from service.core.repository import LoadedModel
 from service.core.sessions.record import (
     NO_OUTPUTS,
     SessionRecord,
@@ -28,6 +27,7 @@ from service.core.sessions.record import (
 )
 from service.core.sessions.store import SessionStore
 from service.core.state import FloatArray, RecurrentState, SequenceArray
+from service.core.version import LoadedModel
 from service.errors import (
     NotStreamableError,
     SessionConflictError,

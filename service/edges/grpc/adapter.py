@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.core.repository import LoadedModel
+from service.core.version import LoadedModel
 from service.edges.v2 import protocol
 from service.edges.v2.codec import InferRequest
 from service.edges.v2.config import model_config

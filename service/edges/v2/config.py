@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.core.repository import LoadedModel
+from service.core.version import LoadedModel
 from service.edges.v2.codec import TensorSpec
 from service.edges.v2.contract import PLATFORM, contract_specs
 from service.settings import Settings

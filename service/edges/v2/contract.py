@@ -16,8 +16,8 @@ import numpy as np
 
 from service.core.card import ModelCard
 from service.core.inputs import Limits, check_sequence_count, check_state
-from service.core.repository import LoadedModel
 from service.core.state import FloatArray, RecurrentState
+from service.core.version import LoadedModel
 from service.edges.v2.codec import Datatype, InferRequest, OutputTensor, TensorSpec
 from service.edges.v2.layout import graph_state, wire_state
 from service.errors import InvalidInputError, LimitExceededError

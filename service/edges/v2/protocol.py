@@ -11,7 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from service.core.repository import LoadedModel, ModelStatus
+from service.core.repository import ModelStatus
+from service.core.version import LoadedModel
 from service.edges.v2.classification import check_parameters, classify
 from service.edges.v2.codec import InferRequest, OutputTensor
 from service.edges.v2.contract import (

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from service.core.batching import SequenceResult, run_batch
-from service.core.repository import LoadedModel, Repository
+from service.core.repository import Repository
 from service.core.runtime import RnnBatch
 from service.core.sessions import MemorySessionStore, SessionRecord
 from service.core.state import RecurrentState, SequenceArray
+from service.core.version import LoadedModel
 from service.edges.http.codec import to_state
 from service.errors import (
     InvalidInputError,
