@@ -173,12 +173,15 @@ def test_cmd_runs_the_console_script_pyproject_declares(dockerfile: Dockerfile) 
     assert parsed.command == "serve" and parsed.host == "0.0.0.0"
 
 
-def test_exposed_port_is_the_port_the_server_listens_on(dockerfile: Dockerfile) -> None:
+def test_exposed_ports_are_the_ports_the_server_listens_on(dockerfile: Dockerfile) -> None:
     final = dockerfile.final_stage
     exposed = [i.args for s in dockerfile.lineage(final) for i in dockerfile.in_stage(s, "EXPOSE")]
     default_port = Settings.model_fields["port"].default
-    assert exposed == [str(default_port)]
-    assert dockerfile.env(final)["RNNSERVE_PORT"] == str(default_port)
+    env = dockerfile.env(final)
+    # HTTP on the default port, gRPC on Triton's 8001 (RNNSERVE_GRPC_PORT turns it on)
+    assert exposed == [f"{default_port} {env['RNNSERVE_GRPC_PORT']}"]
+    assert env["RNNSERVE_PORT"] == str(default_port)
+    assert env["RNNSERVE_GRPC_PORT"] == "8001"
     assert "--port" not in dockerfile.cmd(), "the port comes from RNNSERVE_PORT alone"
 
 
