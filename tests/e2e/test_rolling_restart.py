@@ -166,6 +166,10 @@ async def run_ws_stream(client: httpx.AsyncClient, ws_url: str, stream: Stream, 
         assert failures < MAX_RETRIES_PER_STEP, f"{stream.session_id}: no socket"
         try:
             async with websockets.connect(f"{ws_url}/v1/sessions/{stream.session_id}/stream") as ws:
+                # the greeting: the session as the replica that took the socket sees it
+                greeting = json.loads(await ws.recv())
+                assert greeting["session_id"] == stream.session_id, greeting
+                assert greeting["seq"] in (stream.seq, stream.seq + 1), (greeting, stream.seq)
                 while not stream.done and after < STEPS_AFTER_RESTARTS:
                     await ws.send(json.dumps(stream.body()))
                     answer = json.loads(await ws.recv())
