@@ -17,7 +17,7 @@ import orjson
 from service.core.card import ModelCard
 from service.core.inputs import Limits, check_sequence, check_sequence_count, check_state
 from service.core.sessions.record import SessionRecord
-from service.core.state import FloatArray, RecurrentState, SequenceArray
+from service.core.state import RecurrentState, SequenceArray
 from service.edges.wire import dump_json, require_object
 from service.errors import InvalidInputError
 from service.operations.predict import (
@@ -123,10 +123,10 @@ def to_state(raw: Any, card: ModelCard, *, where: str) -> RecurrentState:
     return check_state(arrays, card, where=where)
 
 
-def state_to_json(state: RecurrentState, card: ModelCard, index: int = 0) -> dict[str, Any]:
-    """One sequence's state as `{name: [rows][width]}` (orjson writes the arrays)."""
+def state_to_json(state: RecurrentState, card: ModelCard) -> dict[str, Any]:
+    """One sequence's state (batch 1) as `{name: [rows][width]}` (orjson writes the arrays)."""
     return {
-        spec.name: np.ascontiguousarray(array[:, index])
+        spec.name: np.ascontiguousarray(array[:, 0])
         for spec, array in zip(card.states, state.arrays, strict=True)
     }
 
@@ -252,10 +252,12 @@ def render_state(record: SessionRecord, card: ModelCard) -> dict[str, Any]:
 
 
 def render_step(outcome: StepOutcome) -> bytes:
-    """What a step answers, over REST and the WebSocket alike."""
-    return render_outputs(outcome.record.session_id, outcome.next_seq, outcome.outputs)
-
-
-def render_outputs(session_id: str, seq: int, outputs: FloatArray) -> bytes:
-    """`{"session_id", "seq": next expected, "outputs": [steps][out]}`."""
-    return dump_json({"session_id": session_id, "seq": seq, "outputs": outputs})
+    """What a step answers, over REST and the WebSocket alike:
+    `{"session_id", "seq": next expected, "outputs": [steps][out]}`."""
+    return dump_json(
+        {
+            "session_id": outcome.record.session_id,
+            "seq": outcome.next_seq,
+            "outputs": outcome.outputs,
+        }
+    )
