@@ -18,6 +18,7 @@ from service.edges.middleware import ApiKeyMiddleware, RequestContextMiddleware
 from service.edges.ui import install_ui
 from service.edges.v2 import routes as v2
 from service.edges.v2 import triton
+from service.edges.ws_guard import KEY_RATES_STATE, KeyRates
 from service.engine import Engine
 from service.settings import Settings
 
@@ -65,6 +66,7 @@ def create_app(
         redoc_url=None,  # ReDoc has no offline build here; Swagger UI covers the docs
     )
     app.state.engine = engine
+    setattr(app.state, KEY_RATES_STATE, KeyRates(settings.ws_max_messages_per_s_per_key))
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(models.router)

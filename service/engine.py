@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from service.core.batching import Batcher, SequenceResult
 from service.core.inputs import Limits
+from service.core.memory import CgroupMemory, MemoryWatermark
 from service.core.repository import ModelEntry, Repository, RepositoryChange
 from service.core.sessions import log_sessions_on_exit, open_store
 from service.core.state import RecurrentState, SequenceArray
@@ -101,6 +102,12 @@ class Engine:
             settings=SessionSettings(ttl_s=s.session_ttl_s, max_steps=s.max_steps),
             metrics=self.metrics,
             clock=self._clock,
+            watermark=MemoryWatermark(
+                rss_limit_bytes=s.memory_watermark_bytes,
+                cgroup_fraction=s.memory_watermark_fraction,
+                cgroup=CgroupMemory.find(),
+                metrics=self.metrics,
+            ),
         )
         self._sessions.start()
         if s.repository_poll_s > 0:

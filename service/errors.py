@@ -29,9 +29,14 @@ class NotStreamableError(InvalidInputError):
 
 
 class LimitExceededError(RnnServeError):
-    """Body, batch or sequence over the configured limits."""
+    """Body, batch or sequence over the configured limits; `limit` names the setting's limit
+    (`body_bytes`, `sequences`, `steps`, ...) for the rejection counter in /metrics."""
 
     type = "limit_exceeded"
+
+    def __init__(self, message: str, *, limit: str = "other", detail: Any = None) -> None:
+        super().__init__(message, detail=detail)
+        self.limit = limit
 
 
 class NotFoundError(RnnServeError):
@@ -79,9 +84,36 @@ class QueueFullError(RetryLaterError):
 
 
 class TooManySessionsError(RetryLaterError):
-    """The live-session cap (global or per key) is reached."""
+    """The live-session cap (global or per key) is reached; `limit` says which."""
 
     type = "too_many_sessions"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str = "sessions",
+        retry_after_s: float = 1.0,
+        detail: Any = None,
+    ) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, detail=detail)
+        self.limit = limit
+
+
+class MemoryPressureError(TooManySessionsError):
+    """The process is above its memory watermark: new sessions wait until it drops."""
+
+    type = "memory_pressure"
+
+
+class RateLimitedError(RetryLaterError):
+    """A WebSocket connection or API key sends messages faster than its configured rate."""
+
+    type = "rate_limited"
+
+    def __init__(self, message: str, *, limit: str = "ws_rate", retry_after_s: float = 1.0) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.limit = limit
 
 
 class ModelUnavailableError(RetryLaterError):
@@ -112,6 +144,24 @@ class UnauthorizedError(RnnServeError):
     """Missing or unknown API key."""
 
     type = "unauthorized"
+
+
+class IdleTimeoutError(RnnServeError):
+    """A connection stayed silent longer than its idle timeout and is closed."""
+
+    type = "idle_timeout"
+
+    def __init__(self, message: str, *, limit: str = "ws_idle_timeout") -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class InferenceError(RnnServeError):
+    """onnxruntime raised inside a batch: that batch's requests fail, nothing else does.
+
+    The traceback is logged once by the batcher; the message never carries it."""
+
+    type = "inference_failed"
 
 
 class RepositoryError(RnnServeError):

@@ -81,6 +81,18 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.limit_rejections = Counter(
+            "rnnserve_limit_rejections",
+            "Requests, messages and connections refused or closed by a configured limit",
+            ["limit"],
+            registry=r,
+        )
+        self.memory_bytes = Gauge(
+            "rnnserve_memory_bytes",
+            "Memory the watermark last measured (process RSS, or the cgroup's usage)",
+            ["source"],
+            registry=r,
+        )
         self.model_ready = Gauge(
             "rnnserve_model_ready",
             "1 when the model version serves, else 0",
@@ -119,6 +131,10 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+
+    def reject(self, limit: str) -> None:
+        """Count one refusal by the limit named `limit` (a setting's short name)."""
+        self.limit_rejections.labels(limit).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -68,6 +68,24 @@ class Settings(BaseSettings):
     max_sequences: int = Field(default=256, ge=1)
     max_steps: int = Field(default=10_000, ge=1)
 
+    # hostile clients: a connection that sends nothing is closed after idle_timeout_s (also the
+    # keep-alive wait between requests); a request must be received whole, headers and body,
+    # within request_timeout_s of its first byte (byte-at-a-time senders are cut off)
+    idle_timeout_s: float = Field(default=5.0, gt=0)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+    # WebSocket limits, applied to every received message by service/edges/ws_guard.py
+    ws_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    ws_max_messages_per_s: float = Field(default=1000.0, gt=0)
+    ws_max_messages_per_s_per_key: float = Field(default=10_000.0, gt=0)
+    ws_idle_timeout_s: float = Field(default=300.0, gt=0)
+
+    # memory pressure: above the watermark new sessions get 429 (steps and predict still run).
+    # memory_watermark_bytes is the process RSS (0: off); memory_watermark_fraction applies to
+    # the cgroup's memory.max when the process runs under one (1.0: off)
+    memory_watermark_bytes: int = Field(default=0, ge=0)
+    memory_watermark_fraction: float = Field(default=0.9, gt=0, le=1)
+
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     session_store: str = MEMORY_STORE

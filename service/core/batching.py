@@ -16,6 +16,7 @@ worker thread so the loop keeps parsing and answering meanwhile.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,8 +29,11 @@ import numpy.typing as npt
 from service.core.runtime import ModelRunner, RnnBatch, RnnResult
 from service.core.state import FloatArray, RecurrentState, SequenceArray
 from service.core.stats import BatchRecorder
-from service.errors import NotReadyError, QueueFullError
+from service.errors import InferenceError, NotReadyError, QueueFullError
+from service.logs import request_id_var
 from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,8 @@ class BatchJob:
     states: RecurrentState | None
     future: asyncio.Future[list[SequenceResult]]
     queued_at: float = field(default_factory=time.perf_counter)
+    # the request that queued it: a failed batch's log line names the requests it failed
+    request_id: str = field(default_factory=request_id_var.get)
     size: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -211,6 +217,30 @@ class Batcher:
         self._queue_depth.set(self._queued)
         return jobs
 
+    def _fail(self, jobs: list[BatchJob], exc: Exception) -> None:
+        """Fail only this batch's jobs: one log line with the traceback, a typed error each."""
+        self._recorder.failed(jobs)
+        card = self._runner.card
+        ids = [job.request_id for job in jobs]
+        log.error(
+            "%s batch of %d requests failed on %s v%d: %s",
+            self._kind,
+            len(jobs),
+            card.name,
+            card.version,
+            type(exc).__name__,
+            exc_info=exc,
+            extra={"model": card.name, "request_ids": ids},
+        )
+        for job in jobs:
+            if not job.future.done():
+                error = InferenceError(
+                    f"inference failed on model {card.name!r} v{card.version}",
+                    detail={"model": card.name, "version": card.version},
+                )
+                error.__cause__ = exc
+                job.future.set_exception(error)
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -231,10 +261,7 @@ class Batcher:
                         self._executor, run_jobs, live, self._runner
                     )
             except Exception as exc:
-                self._recorder.failed(live)
-                for job in live:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                self._fail(live, exc)
                 continue
             self._inference_seconds.observe(time.perf_counter() - started)
             self._batch_size.observe(sequences)

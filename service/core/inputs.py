@@ -31,6 +31,7 @@ def check_sequence_count(count: int, limits: Limits) -> None:
     if count > limits.max_sequences:
         raise LimitExceededError(
             f"{count} sequences, the limit is {limits.max_sequences}",
+            limit="sequences",
             detail={"limit": limits.max_sequences},
         )
 
@@ -45,6 +46,7 @@ def check_sequence(
     if steps > max_steps:
         raise LimitExceededError(
             f"{where}: {steps} steps, the limit is {max_steps}",
+            limit="steps",
             detail={"limit": max_steps, "steps": steps},
         )
     return _tokens(array, card, where) if card.takes_tokens else _features(array, card, where)

@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service import errors
+from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ STATUS_BY_ERROR: dict[type[errors.RnnServeError], int] = {
     errors.InvalidInputError: 400,
     errors.UnauthorizedError: 401,
     errors.NotFoundError: 404,
+    errors.IdleTimeoutError: 408,
     errors.SessionConflictError: 409,
     errors.LimitExceededError: 413,
     errors.RetryLaterError: 429,
@@ -35,6 +37,7 @@ STATUS_BY_ERROR: dict[type[errors.RnnServeError], int] = {
     errors.StoreUnavailableError: 503,
     errors.NotReadyError: 503,
     errors.RepositoryError: 500,
+    errors.InferenceError: 500,
     errors.NotSupportedError: 501,
 }
 
@@ -70,14 +73,19 @@ def error_response(
     return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
 
-def response_for(path: str, exc: errors.RnnServeError) -> Response:
-    """The HTTP answer to a domain error, with Retry-After where the client should come back."""
+def response_for(path: str, exc: errors.RnnServeError, request_id: str | None = None) -> Response:
+    """The HTTP answer to a domain error, with Retry-After where the client should come back;
+    a 5xx names the request id, which the server's log line about it carries too."""
+    status = status_for(exc)
+    message = exc.message
+    if status >= 500 and request_id:
+        message = f"{message} (request id {request_id})"
     headers = None
     if isinstance(exc, errors.RetryLaterError):
         headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
     if isinstance(exc, errors.UnauthorizedError):
         headers = {"WWW-Authenticate": "Bearer"}
-    return error_response(path, status_for(exc), exc.type, exc.message, exc.detail, headers)
+    return error_response(path, status, exc.type, message, exc.detail, headers)
 
 
 def error_frame(exc: errors.RnnServeError) -> str:
@@ -93,9 +101,19 @@ def close_code_for(exc: errors.RnnServeError) -> int:
     return WS_CLOSE_BASE + status_for(exc)
 
 
+def count_rejection(metrics: Metrics | None, exc: errors.RnnServeError) -> None:
+    """Count an error raised by a configured limit (it names the limit) in /metrics."""
+    limit = getattr(exc, "limit", None)
+    if metrics is not None and limit is not None:
+        metrics.reject(limit)
+
+
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.RnnServeError)
-    return response_for(request.url.path, exc)
+    engine = getattr(request.app.state, "engine", None)
+    count_rejection(getattr(engine, "metrics", None), exc)
+    request_id = request.scope.get("state", {}).get("request_id")
+    return response_for(request.url.path, exc, request_id)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

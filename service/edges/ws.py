@@ -8,8 +8,9 @@ a single writer, but a resent message is then applied twice, so retrying clients
 Errors come in-band as `{"error": {"type", "message", "detail"}}`. The socket closes with
 4000 + the HTTP status when the session is gone or cannot be opened (4404, 4400, 4429,
 4503) or the API key is missing (4401, see ws_auth), with 1008 after MAX_MALFORMED_MESSAGES
-bad messages in a row, and the session outlives the socket until its TTL, so a client
-reconnects and continues.
+bad messages in a row, and with 4413, 4429 or 4408 when a message is over the size, rate or
+idle limits (service/edges/ws_guard.py, after an in-band error). The session outlives the
+socket until its TTL, so a client reconnects and continues.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from service.edges.errors import close_code_for, error_frame
+from service.edges.errors import close_code_for, count_rejection, error_frame
 from service.edges.http.codec import decode_step, describe_session, render_step, to_array
 from service.edges.http.deps import engine_of, owner_of, query_version
 from service.edges.ws_auth import chosen_protocol
+from service.edges.ws_guard import WebSocketGuard
 from service.errors import InvalidInputError, LimitExceededError, NotFoundError, RnnServeError
 from service.operations.sessions import SessionManager
 
@@ -50,6 +52,7 @@ def parse_frame(message: Mapping[str, Any]) -> Any:
 
 
 async def _refuse(websocket: WebSocket, exc: RnnServeError) -> None:
+    count_rejection(engine_of(websocket).metrics, exc)
     with contextlib.suppress(WebSocketDisconnect):
         await websocket.send_text(error_frame(exc))
         await websocket.close(code=close_code_for(exc), reason=exc.type)
@@ -98,11 +101,12 @@ async def _pump(
     """Send `hello`, then answer step messages in order until the client leaves or the
     session is gone."""
     malformed = 0
+    guard = WebSocketGuard.for_socket(websocket, owner)
     try:
         await websocket.send_text(orjson.dumps(hello).decode())
         while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+            message = await guard.receive()
+            if message is None:
                 return
             try:
                 body = decode_step(parse_frame(message), seq_required=False)
@@ -113,6 +117,7 @@ async def _pump(
                 await _refuse(websocket, exc)
                 return
             except (InvalidInputError, LimitExceededError) as exc:
+                count_rejection(engine_of(websocket).metrics, exc)
                 malformed += 1
                 await websocket.send_text(error_frame(exc))
                 if malformed >= MAX_MALFORMED_MESSAGES:

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from service.core.batching import SequenceResult
 from service.core.inputs import check_sequence
+from service.core.memory import MemoryWatermark
 from service.core.sessions.record import (
     NO_OUTPUTS,
     SessionRecord,
@@ -109,8 +110,10 @@ class SessionManager:
         settings: SessionSettings,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        watermark: MemoryWatermark | None = None,
     ) -> None:
         self._models = models
+        self._watermark = watermark
         self._runner = runner
         self._store = store
         self._clock = clock
@@ -158,6 +161,8 @@ class SessionManager:
         self, model: LoadedModel, initial: RecurrentState | None, owner: str | None
     ) -> SessionRecord:
         """Open a session on `model` (from `streamable_model`), from zeros or `initial`."""
+        if self._watermark is not None:
+            self._watermark.check()
         initial = None if initial is None else initial.frozen()
         now = self._clock()
         record = SessionRecord(

@@ -51,12 +51,18 @@ class MemorySessionStore:
         if len(self._records) >= self._max_sessions:
             self._sweep()
             if len(self._records) >= self._max_sessions:
-                self._reject("the server holds its maximum of sessions", self._max_sessions)
+                self._reject(
+                    "the server holds its maximum of sessions", self._max_sessions, "sessions"
+                )
         owner = record.owner
         if owner is not None and self._per_owner.get(owner, 0) >= self._max_per_owner:
             self._sweep()
             if self._per_owner.get(owner, 0) >= self._max_per_owner:
-                self._reject("this API key holds its maximum of sessions", self._max_per_owner)
+                self._reject(
+                    "this API key holds its maximum of sessions",
+                    self._max_per_owner,
+                    "sessions_per_key",
+                )
         self._records[record.session_id] = frozen_record(record)
         if owner is not None:
             self._per_owner[owner] = self._per_owner.get(owner, 0) + 1
@@ -156,13 +162,14 @@ class MemorySessionStore:
                 break
             del self._aliases[alias]
 
-    def _reject(self, message: str, limit: int) -> None:
+    def _reject(self, message: str, limit: int, name: str) -> None:
         self._metrics.session_events.labels("rejected").inc()
         # the oldest record is the next to expire: a fair hint for when a slot frees up
         oldest = next(iter(self._records.values()), None)
         wait_s = MIN_RETRY_AFTER_S if oldest is None else oldest.expires_at - self._clock()
         raise TooManySessionsError(
             f"{message} ({limit}); close sessions you no longer need",
+            limit=name,
             retry_after_s=max(MIN_RETRY_AFTER_S, wait_s),
             detail={"limit": limit},
         )

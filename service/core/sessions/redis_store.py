@@ -133,6 +133,7 @@ class RedisSessionStore:
         what = "the server holds" if global_cap else "this API key holds"
         raise TooManySessionsError(
             f"{what} its maximum of sessions ({limit}); close sessions you no longer need",
+            limit="sessions" if global_cap else "sessions_per_key",
             retry_after_s=max(MIN_RETRY_AFTER_S, int(reply[2]) / 1000),
             detail={"limit": limit},
         )

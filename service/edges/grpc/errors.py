@@ -16,7 +16,10 @@ CODE_BY_ERROR: dict[type[errors.RnnServeError], grpc.StatusCode] = {
     errors.TooManySessionsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.RetryLaterError: grpc.StatusCode.UNAVAILABLE,
     errors.NotSupportedError: grpc.StatusCode.UNIMPLEMENTED,
+    errors.RateLimitedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.IdleTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.RepositoryError: grpc.StatusCode.INTERNAL,
+    errors.InferenceError: grpc.StatusCode.INTERNAL,
 }
 
 

@@ -44,13 +44,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     """Read the body, refusing it as soon as it is known to exceed `limit` bytes."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise LimitExceededError(f"body of {declared} bytes, the limit is {limit}")
+        raise LimitExceededError(
+            f"body of {declared} bytes, the limit is {limit}", limit="body_bytes"
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise LimitExceededError(f"body over the limit of {limit} bytes")
+            raise LimitExceededError(f"body over the limit of {limit} bytes", limit="body_bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -84,7 +84,9 @@ def to_call(
     check_sequence_count(batch, limits)
     if steps > limits.max_steps:
         raise LimitExceededError(
-            f"{steps} steps, the limit is {limits.max_steps}", detail={"limit": limits.max_steps}
+            f"{steps} steps, the limit is {limits.max_steps}",
+            limit="steps",
+            detail={"limit": limits.max_steps},
         )
     _check_values(x, card)
     lengths = _seq_lens(request, batch, steps)

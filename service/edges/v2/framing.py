@@ -44,7 +44,9 @@ def decompress(body: bytes, encoding: str | None, *, limit_bytes: int) -> bytes:
     except zlib.error as exc:
         raise InvalidInputError(f"the body is not valid {encoding}: {exc}") from None
     if len(plain) > limit_bytes:
-        raise LimitExceededError(f"the decompressed body is over the limit of {limit_bytes} bytes")
+        raise LimitExceededError(
+            f"the decompressed body is over the limit of {limit_bytes} bytes", limit="body_bytes"
+        )
     if not inflater.eof:
         raise InvalidInputError(f"the {encoding} body is truncated")
     return plain

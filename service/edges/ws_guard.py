@@ -1,0 +1,196 @@
+"""The WebSocket limits, in one place: every route that reads client messages reads them here.
+
+`WebSocketGuard.receive()` stands in for `websocket.receive()`. It returns the next data
+message, or None once the client left or a limit closed the socket. A message over
+`ws_max_message_bytes`, a connection over `ws_max_messages_per_s`, an API key (all its
+sockets together) over `ws_max_messages_per_s_per_key`, or a socket silent for
+`ws_idle_timeout_s` gets an in-band error frame (the v1 error shape) and then a clean close
+with 4000 + the HTTP status: 4413, 4429, 4408. Each refusal is counted in
+`rnnserve_limit_rejections_total{limit=...}`.
+
+uvicorn's own frame limit is set to `PROTOCOL_SIZE_FACTOR` times the message limit (see
+`protocol_max_size`): a message up to that size is read and answered in-band; a larger one is
+refused by the protocol layer with close code 1009 before it is buffered whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.types import Message
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from service.edges.errors import close_code_for, count_rejection, error_frame
+from service.errors import IdleTimeoutError, LimitExceededError, RateLimitedError, RnnServeError
+from service.metrics import Metrics
+from service.settings import Settings
+
+PROTOCOL_SIZE_FACTOR = 4
+KEY_RATES_STATE = "ws_key_rates"
+
+
+def protocol_max_size(settings: Settings) -> int:
+    """uvicorn's `ws_max_size`: the largest frame the protocol layer buffers at all."""
+    return settings.ws_max_message_bytes * PROTOCOL_SIZE_FACTOR
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketLimits:
+    """The per-message limits, from the settings."""
+
+    max_message_bytes: int
+    max_messages_per_s: float
+    max_messages_per_s_per_key: float
+    idle_timeout_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebSocketLimits:
+        """The `ws_*` settings."""
+        return cls(
+            max_message_bytes=settings.ws_max_message_bytes,
+            max_messages_per_s=settings.ws_max_messages_per_s,
+            max_messages_per_s_per_key=settings.ws_max_messages_per_s_per_key,
+            idle_timeout_s=settings.ws_idle_timeout_s,
+        )
+
+
+class TokenBucket:
+    """`rate` tokens a second, holding at most one second's worth (the allowed burst)."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        self._rate = rate
+        self._capacity = max(1.0, rate)
+        self._tokens = self._capacity
+        self._updated = now
+
+    def take(self, now: float) -> float:
+        """Take one token: 0.0 when there was one, else the seconds until there will be."""
+        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate
+
+
+class KeyRates:
+    """One bucket per API key fingerprint (None: every keyless client together), app-wide.
+
+    Owners are fingerprints of configured keys (unknown keys never get this far), so the
+    dict holds at most one bucket per configured key, plus one."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._buckets: dict[str | None, TokenBucket] = {}
+
+    def take(self, owner: str | None) -> float:
+        """`TokenBucket.take` on the owner's bucket."""
+        now = self._clock()
+        bucket = self._buckets.get(owner)
+        if bucket is None:
+            bucket = self._buckets[owner] = TokenBucket(self._rate, now)
+        return bucket.take(now)
+
+
+def message_bytes(message: Message) -> int:
+    """The payload size of a received text or binary message."""
+    text = message.get("text")
+    if text is not None:
+        # characters <= UTF-8 bytes <= 4 x characters: encode only when it can matter
+        return len(text) if text.isascii() else len(text.encode())
+    return len(message.get("bytes") or b"")
+
+
+class WebSocketGuard:
+    """Applies the limits to one accepted socket's received messages."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        limits: WebSocketLimits,
+        key_rates: KeyRates,
+        metrics: Metrics,
+        owner: str | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._websocket = websocket
+        self._limits = limits
+        self._key_rates = key_rates
+        self._metrics = metrics
+        self._owner = owner
+        self._clock = clock
+        self._bucket = TokenBucket(limits.max_messages_per_s, clock())
+
+    @classmethod
+    def for_socket(cls, websocket: WebSocket, owner: str | None) -> WebSocketGuard:
+        """A guard with the app's settings, metrics and per-key buckets."""
+        state = websocket.app.state
+        engine = state.engine
+        return cls(
+            websocket,
+            limits=WebSocketLimits.from_settings(engine.settings),
+            key_rates=getattr(state, KEY_RATES_STATE),
+            metrics=engine.metrics,
+            owner=owner,
+        )
+
+    async def receive(self) -> Message | None:
+        """The next message within the limits; None when the client left or a limit closed
+        the socket (its error frame already sent)."""
+        try:
+            message = await asyncio.wait_for(self._websocket.receive(), self._limits.idle_timeout_s)
+        except TimeoutError:
+            await self.refuse(
+                IdleTimeoutError(
+                    f"no message for {self._limits.idle_timeout_s:g} s: closing",
+                    limit="ws_idle_timeout",
+                )
+            )
+            return None
+        except WebSocketDisconnect:
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        error = self._check(message)
+        if error is not None:
+            await self.refuse(error)
+            return None
+        return message
+
+    def _check(self, message: Message) -> RnnServeError | None:
+        size = message_bytes(message)
+        limits = self._limits
+        if size > limits.max_message_bytes:
+            return LimitExceededError(
+                f"message of {size} bytes, the limit is {limits.max_message_bytes}",
+                limit="ws_message_bytes",
+                detail={"limit": limits.max_message_bytes},
+            )
+        wait_s = self._bucket.take(self._clock())
+        if wait_s > 0:
+            return RateLimitedError(
+                f"over {limits.max_messages_per_s:g} messages a second on this connection",
+                limit="ws_rate",
+                retry_after_s=wait_s,
+            )
+        wait_s = self._key_rates.take(self._owner)
+        if wait_s > 0:
+            return RateLimitedError(
+                f"over {limits.max_messages_per_s_per_key:g} messages a second for this API key",
+                limit="ws_key_rate",
+                retry_after_s=wait_s,
+            )
+        return None
+
+    async def refuse(self, error: RnnServeError) -> None:
+        """Say why in-band, count it, close with 4000 + its HTTP status."""
+        count_rejection(self._metrics, error)
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await self._websocket.send_text(error_frame(error))
+            await self._websocket.close(code=close_code_for(error), reason=error.type)
