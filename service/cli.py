@@ -105,6 +105,8 @@ def serve(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.core.repository import Repository, require_repository
     from service.core.runtime import silence_onnxruntime_logger
+    from service.edges.connections import guarded_http_protocol
+    from service.edges.ws_guard import protocol_max_size
     from service.logs import configure_logging
 
     settings = settings_from(args)
@@ -129,6 +131,13 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_config=None,
         access_log=False,
+        http=guarded_http_protocol(
+            idle_timeout_s=settings.idle_timeout_s,
+            request_timeout_s=settings.request_timeout_s,
+            metrics=app.state.engine.metrics,
+        ),
+        timeout_keep_alive=max(1, math.ceil(settings.idle_timeout_s)),
+        ws_max_size=protocol_max_size(settings),
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         server_header=False,
     )
