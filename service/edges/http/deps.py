@@ -63,9 +63,10 @@ async def read_json(request: Request, engine: Engine) -> Any:
 
 
 async def read_optional_json(request: Request, engine: Engine) -> Any:
-    """The parsed body, or None when the request has none."""
+    """The parsed body, or None when the request has none (zero bytes: a body of whitespace
+    alone is not JSON, and megabytes of it must not open a session)."""
     body = await read_body(request, engine.settings.max_body_bytes)
-    return parse_json(body) if body.strip() else None
+    return parse_json(body) if body else None
 
 
 def json_response(
