@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test test-fast lint format bench bench-quick clean
+.PHONY: run test test-fast lint format bench bench-quick soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ bench: $(DEV_STAMP)
 
 bench-quick: $(DEV_STAMP)
 	$(BIN)/python -m bench --quick
+
+# mixed load against one server for SOAK_MINUTES (default 10): RSS, fds, sessions, p99, errors
+# over time into bench/RESULTS.md and bench/soak.png; fails on a lost step or growth
+SOAK_MINUTES ?= 10
+soak: $(DEV_STAMP)
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
