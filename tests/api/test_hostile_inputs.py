@@ -22,7 +22,10 @@ MIB = 1024 * 1024
 
 HOSTILE: dict[str, bytes] = {
     "deeply nested json": b'{"seq": 1, "inputs": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
-    "nested past numpy's dimensions": b'{"seq": 1, "inputs": ' + b"[" * 200 + b"0.5" + b"]" * 200
+    "nested past numpy's dimensions": b'{"seq": 1, "inputs": '
+    + b"[" * 200
+    + b"0.5"
+    + b"]" * 200
     + b"}",
     "huge feature dimension": orjson.dumps({"seq": 1, "inputs": [[0.5] * 1_000_000]}),
     "huge step count": orjson.dumps({"seq": 1, "inputs": [STEP] * 20_000}),

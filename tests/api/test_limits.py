@@ -55,9 +55,11 @@ async def test_an_api_key_over_its_rate_across_sockets_is_refused_and_others_are
     )
     k1, k2 = ({"Authorization": f"Bearer {k}"} for k in ("k1", "k2"))
     async with running_app(settings) as app:
-        async with app.ws("/v1/models/rnn-feat/stream", k1) as a, app.ws(
-            "/v1/models/rnn-feat/stream", k1
-        ) as b, app.ws("/v1/models/rnn-feat/stream", k2) as other:
+        async with (
+            app.ws("/v1/models/rnn-feat/stream", k1) as a,
+            app.ws("/v1/models/rnn-feat/stream", k1) as b,
+            app.ws("/v1/models/rnn-feat/stream", k2) as other,
+        ):
             for ws in (a, b, other):
                 await ws.receive_json()
             for seq in range(2):
@@ -131,7 +133,11 @@ async def test_body_steps_sequences_and_per_key_session_caps_are_counted(
         first = await app.client.post("/v1/models/rnn-feat/sessions", headers=key)
         second = await app.client.post("/v1/models/rnn-feat/sessions", headers=key)
         assert [r.status_code for r in (big, steps, seqs, first, second)] == [
-            413, 413, 413, 201, 429
+            413,
+            413,
+            413,
+            201,
+            429,
         ]
         for limit in ("body_bytes", "steps", "sequences", "sessions_per_key"):
             assert app.metric(REJECTIONS, {"limit": limit}) == 1, limit

@@ -39,3 +39,47 @@ def test_no_generated_request_gets_a_server_error(server_factory: Any) -> None:
     assert result.returncode == 0, result.stdout[-4000:]
     assert "passed" in result.stdout
     assert '"level":"error"' not in server.log()
+
+
+SCHEMA_CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "use_after_free",
+        "ensure_resource_availability",
+    ]
+)
+
+
+def test_stateful_session_walks_answer_what_the_schema_documents(server_factory: Any) -> None:
+    """open -> step -> state -> reset -> delete, following the OpenAPI links: every answer has
+    a documented status, content type and body shape, and a deleted session stays gone."""
+    server = server_factory(DEMO_REPOSITORY)
+    result = subprocess.run(
+        [
+            SCHEMATHESIS,
+            "run",
+            f"{server.base_url}/openapi.json",
+            "--phases",
+            "examples,stateful",
+            "--include-path-regex",
+            r"^/v1/(models/\{name\}/sessions|sessions/)",
+            "--checks",
+            SCHEMA_CHECKS,
+            "--max-examples",
+            "20",
+            "--workers",
+            "1",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert "Stateful" in result.stdout
+    assert '"level":"error"' not in server.log()

@@ -139,10 +139,47 @@ def install_hot_routes(app: FastAPI, routes: Sequence[HotRoute]) -> None:
             for route in routes:
                 document["paths"].setdefault(route.path, {})["post"] = route.operation()
             drop_validation_errors(document)
+            link_session_routes(document)
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+SESSION = "/v1/sessions/{session_id}"
+SESSION_ROUTES = {
+    "StepSession": (f"{SESSION}/steps", "post"),
+    "GetSession": (SESSION, "get"),
+    "ExportSessionState": (f"{SESSION}/state", "get"),
+    "ResetSession": (f"{SESSION}/reset", "post"),
+    "DeleteSession": (SESSION, "delete"),
+}
+
+
+def link_session_routes(document: dict[str, Any]) -> None:
+    """OpenAPI links from the routes that name a session to the routes that use it, so that
+    clients and stateful fuzzers (schemathesis) can follow open -> step -> state -> delete."""
+    paths = document["paths"]
+    targets = {
+        name: paths[path][method]["operationId"]
+        for name, (path, method) in SESSION_ROUTES.items()
+        if method in paths.get(path, {})
+    }
+
+    def links(source: str) -> dict[str, Any]:
+        return {
+            name: {"operationId": op, "parameters": {"session_id": source}}
+            for name, op in targets.items()
+        }
+
+    opened = paths.get("/v1/models/{name}/sessions", {}).get("post")
+    if opened is not None:
+        opened["responses"]["201"]["links"] = links("$response.body#/session_id")
+    for path, method in SESSION_ROUTES.values():
+        operation = paths.get(path, {}).get(method)
+        ok = next((c for c in ("200", "204") if c in (operation or {}).get("responses", {})), None)
+        if operation is not None and ok is not None:
+            operation["responses"][ok]["links"] = links("$request.path.session_id")
 
 
 def drop_validation_errors(document: dict[str, Any]) -> None:
