@@ -12,6 +12,8 @@ WARMUP_FRACTION = 0.2  # the first fifth of the run fills caches, pools and the 
 RSS_TOLERANCE = 0.10  # the last samples may sit at most 10 % above the end of warm-up...
 RSS_SLACK_MIB = 16.0  # ...plus 16 MiB (allocator noise on a ~150 MiB process)
 FD_SLACK = 16  # descriptors: client connections come and go
+# shorter runs (CI's) are still warming up at the end: their growth is shown, not judged
+MIN_GROWTH_MINUTES = 2.0
 START, END = "<!-- soak:start -->", "<!-- soak:end -->"
 TABLE_ROWS = 20
 
@@ -69,6 +71,8 @@ class SoakResult:
         """No step lost, duplicated or corrupted; no growth beyond the tolerance."""
         t = self.totals
         clean = t["lost"] == 0 and t["duplicated"] == 0 and t["corrupted"] == 0
+        if self.minutes < MIN_GROWTH_MINUTES:
+            return clean and t["steps_checked"] > 0
         return clean and bool(self.samples) and all(ok for *_, ok in self.growth().values())
 
     def summary(self) -> str:
@@ -90,9 +94,10 @@ class SoakResult:
                 f"{max(s.live_sessions for s in self.samples)}"
             )
         for name, (warm, end, ok) in self.growth().items():
-            lines.append(
-                f"{name}: after warm-up {warm:.1f}, end {end:.1f}: {'ok' if ok else 'GREW'}"
+            verdict = (
+                ("ok" if ok else "GREW") if self.minutes >= MIN_GROWTH_MINUTES else "not judged"
             )
+            lines.append(f"{name}: after warm-up {warm:.1f}, end {end:.1f}: {verdict}")
         lines.append("PASSED" if self.passed() else "FAILED")
         return "\n".join(lines)
 

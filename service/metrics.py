@@ -136,6 +136,12 @@ class Metrics:
         """Count one refusal by the limit named `limit` (a setting's short name)."""
         self.limit_rejections.labels(limit).inc()
 
+    def count_refusal(self, exc: BaseException) -> None:
+        """Count an error raised by a configured limit (its `limit` names it); others pass."""
+        limit = getattr(exc, "limit", None)
+        if isinstance(limit, str):
+            self.reject(limit)
+
     def render(self) -> bytes:
         """The Prometheus text exposition."""
         return generate_latest(self.registry)

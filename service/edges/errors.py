@@ -103,9 +103,8 @@ def close_code_for(exc: errors.RnnServeError) -> int:
 
 def count_rejection(metrics: Metrics | None, exc: errors.RnnServeError) -> None:
     """Count an error raised by a configured limit (it names the limit) in /metrics."""
-    limit = getattr(exc, "limit", None)
-    if metrics is not None and limit is not None:
-        metrics.reject(limit)
+    if metrics is not None:
+        metrics.count_refusal(exc)
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:

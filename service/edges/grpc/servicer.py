@@ -48,6 +48,7 @@ def unary(handler: Handler) -> Handler:
         try:
             return await handler(self, request, context)
         except RnnServeError as exc:
+            self._engine.metrics.count_refusal(exc)
             await context.abort(code_for(exc), exc.message, retry_after_metadata(exc))
         except Exception:
             log.exception("unhandled error in gRPC %s", handler.__name__)
@@ -214,6 +215,7 @@ class InferenceServicer:
         try:
             return pb.ModelStreamInferResponse(infer_response=await self._infer(request, owner))
         except RnnServeError as exc:
+            self._engine.metrics.count_refusal(exc)
             message = exc.message
         except Exception:
             log.exception("unhandled error in gRPC ModelStreamInfer")
