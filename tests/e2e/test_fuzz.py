@@ -22,6 +22,8 @@ def test_no_generated_request_gets_a_server_error(server_factory: Any) -> None:
             SCHEMATHESIS,
             "run",
             f"{server.base_url}/openapi.json",
+            "--phases",
+            "examples,coverage,fuzzing",  # the stateful walks are the test below
             "--checks",
             "not_a_server_error",
             "--max-examples",
