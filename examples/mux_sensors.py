@@ -17,7 +17,6 @@ import asyncio
 import time
 
 from rnnserve_client import AsyncClient
-
 from stream_forecast import CO2_1992_2001  # type: ignore[import-not-found]
 
 MODEL = "co2-forecaster"
