@@ -146,6 +146,13 @@ class UnauthorizedError(RnnServeError):
     type = "unauthorized"
 
 
+class InternalError(RnnServeError):
+    """Something failed inside the server (logged with its traceback); said in-band on streams
+    that outlive one failure."""
+
+    type = "internal_error"
+
+
 class IdleTimeoutError(RnnServeError):
     """A connection stayed silent longer than its idle timeout and is closed."""
 
@@ -156,7 +163,7 @@ class IdleTimeoutError(RnnServeError):
         self.limit = limit
 
 
-class InferenceError(RnnServeError):
+class InferenceError(InternalError):
     """onnxruntime raised inside a batch: that batch's requests fail, nothing else does.
 
     The traceback is logged once by the batcher; the message never carries it."""

@@ -117,9 +117,11 @@ class WebSocketGuard:
         key_rates: KeyRates,
         metrics: Metrics,
         owner: str | None,
+        render: Callable[[RnnServeError], str] = error_frame,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._websocket = websocket
+        self._render = render
         self._limits = limits
         self._key_rates = key_rates
         self._metrics = metrics
@@ -128,8 +130,14 @@ class WebSocketGuard:
         self._bucket = TokenBucket(limits.max_messages_per_s, clock())
 
     @classmethod
-    def for_socket(cls, websocket: WebSocket, owner: str | None) -> WebSocketGuard:
-        """A guard with the app's settings, metrics and per-key buckets."""
+    def for_socket(
+        cls,
+        websocket: WebSocket,
+        owner: str | None,
+        render: Callable[[RnnServeError], str] = error_frame,
+    ) -> WebSocketGuard:
+        """A guard with the app's settings, metrics and per-key buckets; `render` writes the
+        in-band error in the route's own message shape (default: the v1 error body)."""
         state = websocket.app.state
         engine = state.engine
         return cls(
@@ -138,6 +146,7 @@ class WebSocketGuard:
             key_rates=getattr(state, KEY_RATES_STATE),
             metrics=engine.metrics,
             owner=owner,
+            render=render,
         )
 
     async def receive(self) -> Message | None:
@@ -192,5 +201,5 @@ class WebSocketGuard:
         """Say why in-band, count it, close with 4000 + its HTTP status."""
         count_rejection(self._metrics, error)
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-            await self._websocket.send_text(error_frame(error))
+            await self._websocket.send_text(self._render(error))
             await self._websocket.close(code=close_code_for(error), reason=error.type)

@@ -143,3 +143,19 @@ async def test_body_steps_sequences_and_per_key_session_caps_are_counted(
             assert app.metric(REJECTIONS, {"limit": limit}) == 1, limit
         exposition = (await app.client.get("/metrics", headers=key)).text
         assert 'rnnserve_limit_rejections_total{limit="sessions_per_key"} 1.0' in exposition
+
+
+async def test_the_mux_stream_applies_the_same_guard_in_its_own_error_shape(
+    random_repository: RandomRepository,
+) -> None:
+    settings = cpu_settings(random_repository.path, ws_max_message_bytes=1024)
+    async with running_app(settings) as app, app.ws("/v1/models/rnn-feat/mux") as ws:
+        await ws.send_json({"op": "open", "slot": 0})
+        assert (await ws.receive_json())["op"] == "opened"
+        await ws.send_json({"op": "open", "slot": 1, "padding": "x" * 2000})
+        error = await ws.receive_json()
+        assert (error["op"], error["type"]) == ("error", "limit_exceeded")
+        with pytest.raises(WebSocketClosedError) as closed:
+            await ws.receive_text()
+        assert closed.value.code == 4413
+        assert app.metric(REJECTIONS, {"limit": "ws_message_bytes"}) == 1
