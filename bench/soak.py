@@ -207,6 +207,8 @@ class Soak:
     async def sampler(self, client: httpx.AsyncClient, every_s: float, started: float) -> None:
         while self.running():
             await asyncio.sleep(every_s)
+            if not self.running():
+                return  # the load is winding down: not a sample of it
             window, self.window = self.window, Window()
             metrics = (await client.get("/metrics")).text
             live = next(
