@@ -27,7 +27,7 @@ import numpy as np
 from bench.soak import ROOT, free_port
 
 IDLE, TRICKLE, BODY = 300, 100, 100
-SECONDS = 20.0
+SECONDS = 40.0  # past the default request timeout (30 s): trickling sockets get cut too
 PREDICT = {"inputs": [[[0.1], [0.2], [0.3], [0.4]] * 4]}
 START, END = "<!-- hostile:start -->", "<!-- hostile:end -->"
 HEAD = (
@@ -61,7 +61,7 @@ async def attack(port: int) -> None:
     counter = [0]
     idle = [hold(port, b"", b"", counter) for _ in range(IDLE)]
     trickle = [
-        hold(port, b"", b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" * 100, counter)
+        hold(port, b"", b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: y\r\n" * 1000, counter)
         for _ in range(TRICKLE)
     ]
     body = [hold(port, HEAD, b"[" * 100_000, counter) for _ in range(BODY)]
@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         "RNNSERVE_ACCESS_LOG": "false",
     }
     command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
-    server = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):

@@ -57,7 +57,9 @@ async def hostile_run(base_url: str) -> dict[str, Any]:
     headers = [await asyncio.open_connection(host, port) for _ in range(TRICKLE_HEADERS)]
     bodies = [await asyncio.open_connection(host, port) for _ in range(TRICKLE_BODY)]
     tasks = [
-        asyncio.create_task(trickle(w, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" * 50, 0.1))
+        asyncio.create_task(
+            trickle(w, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: y\r\n" * 500, 0.1)
+        )
         for _, w in headers
     ]
     for _, w in bodies:
