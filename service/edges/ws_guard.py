@@ -153,7 +153,9 @@ class WebSocketGuard:
         """The next message within the limits; None when the client left or a limit closed
         the socket (its error frame already sent)."""
         try:
-            message = await asyncio.wait_for(self._websocket.receive(), self._limits.idle_timeout_s)
+            # asyncio.timeout, not wait_for: no task per message on the streaming hot path
+            async with asyncio.timeout(self._limits.idle_timeout_s):
+                message = await self._websocket.receive()
         except TimeoutError:
             await self.refuse(
                 IdleTimeoutError(
