@@ -232,14 +232,15 @@ async def mux_stream(websocket: WebSocket, name: str) -> None:
     guard = WebSocketGuard.for_socket(
         websocket, connection.owner, render=lambda exc: error_message(exc).decode()
     )
-    try:
-        await _serve(websocket, connection, guard)
-    except WebSocketDisconnect:
-        return
-    except Exception:
-        log.exception("mux stream of %s failed", name)
-        with contextlib.suppress(Exception):
-            await websocket.close(CLOSE_INTERNAL_ERROR, "internal error")
+    async with guard:
+        try:
+            await _serve(websocket, connection, guard)
+        except WebSocketDisconnect:
+            return
+        except Exception:
+            log.exception("mux stream of %s failed", name)
+            with contextlib.suppress(Exception):
+                await websocket.close(CLOSE_INTERNAL_ERROR, "internal error")
 
 
 async def _serve(websocket: WebSocket, connection: MuxConnection, guard: WebSocketGuard) -> None:

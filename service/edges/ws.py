@@ -100,8 +100,20 @@ async def _pump(
 ) -> None:
     """Send `hello`, then answer step messages in order until the client leaves or the
     session is gone."""
+    async with WebSocketGuard.for_socket(websocket, owner) as guard:
+        await _answer(websocket, sessions, session_id, owner, hello=hello, guard=guard)
+
+
+async def _answer(
+    websocket: WebSocket,
+    sessions: SessionManager,
+    session_id: str,
+    owner: str | None,
+    *,
+    hello: dict[str, Any],
+    guard: WebSocketGuard,
+) -> None:
     malformed = 0
-    guard = WebSocketGuard.for_socket(websocket, owner)
     try:
         await websocket.send_text(orjson.dumps(hello).decode())
         while True:

@@ -1,6 +1,7 @@
 """The WebSocket limits, in one place: every route that reads client messages reads them here.
 
-`WebSocketGuard.receive()` stands in for `websocket.receive()`. It returns the next data
+`WebSocketGuard.receive()` stands in for `websocket.receive()`, inside
+`async with WebSocketGuard.for_socket(websocket, owner) as guard:`. It returns the next data
 message, or None once the client left or a limit closed the socket. A message over
 `ws_max_message_bytes`, a connection over `ws_max_messages_per_s`, an API key (all its
 sockets together) over `ws_max_messages_per_s_per_key`, or a socket silent for
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.types import Message
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from service.edges.errors import close_code_for, count_rejection, error_frame
 from service.errors import IdleTimeoutError, LimitExceededError, RateLimitedError, RnnServeError
@@ -128,6 +129,13 @@ class WebSocketGuard:
         self._owner = owner
         self._clock = clock
         self._bucket = TokenBucket(limits.max_messages_per_s, clock())
+        # idle: one timer per socket that re-arms itself, checked against the last message's
+        # time (a timeout around every receive costs ~20 us a message, a step's tenth)
+        self._last_message_at = clock()
+        self._waiting = False
+        self._closed = False
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_refusal: asyncio.Task[None] | None = None
 
     @classmethod
     def for_socket(
@@ -152,27 +160,55 @@ class WebSocketGuard:
     async def receive(self) -> Message | None:
         """The next message within the limits; None when the client left or a limit closed
         the socket (its error frame already sent)."""
+        if self._idle_timer is None and not self._closed:
+            self._arm_idle(self._limits.idle_timeout_s)
+        self._waiting = True
         try:
-            # asyncio.timeout, not wait_for: no task per message on the streaming hot path
-            async with asyncio.timeout(self._limits.idle_timeout_s):
-                message = await self._websocket.receive()
-        except TimeoutError:
-            await self.refuse(
-                IdleTimeoutError(
-                    f"no message for {self._limits.idle_timeout_s:g} s: closing",
-                    limit="ws_idle_timeout",
-                )
-            )
-            return None
+            message = await self._websocket.receive()
         except WebSocketDisconnect:
-            return None
-        if message["type"] == "websocket.disconnect":
+            message = {"type": "websocket.disconnect"}
+        finally:
+            self._waiting = False
+        if message["type"] == "websocket.disconnect" or self._closed:
+            self._stop_idle()
             return None
         error = self._check(message)
         if error is not None:
             await self.refuse(error)
             return None
         return message
+
+    async def __aenter__(self) -> WebSocketGuard:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """The route is done with the socket: no idle timer outlives it."""
+        self._stop_idle()
+
+    def _arm_idle(self, delay_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(delay_s, self._idle_check)
+
+    def _stop_idle(self) -> None:
+        self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_check(self) -> None:
+        silent_s = self._clock() - self._last_message_at
+        idle_s = self._limits.idle_timeout_s
+        gone = WebSocketState.DISCONNECTED
+        ws = self._websocket
+        if self._closed or gone in (ws.client_state, ws.application_state):
+            return
+        if not self._waiting or silent_s < idle_s:
+            # a message came meanwhile, or the route is still answering one
+            self._arm_idle(max(idle_s - silent_s, 0.01) if self._waiting else idle_s)
+            return
+        self._idle_timer = None
+        error = IdleTimeoutError(f"no message for {idle_s:g} s: closing", limit="ws_idle_timeout")
+        self._idle_refusal = asyncio.get_running_loop().create_task(self.refuse(error))
 
     def _check(self, message: Message) -> RnnServeError | None:
         size = message_bytes(message)
@@ -183,7 +219,8 @@ class WebSocketGuard:
                 limit="ws_message_bytes",
                 detail={"limit": limits.max_message_bytes},
             )
-        wait_s = self._bucket.take(self._clock())
+        now = self._last_message_at = self._clock()
+        wait_s = self._bucket.take(now)
         if wait_s > 0:
             return RateLimitedError(
                 f"over {limits.max_messages_per_s:g} messages a second on this connection",
@@ -201,6 +238,7 @@ class WebSocketGuard:
 
     async def refuse(self, error: RnnServeError) -> None:
         """Say why in-band, count it, close with 4000 + its HTTP status."""
+        self._stop_idle()
         count_rejection(self._metrics, error)
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             await self._websocket.send_text(self._render(error))

@@ -159,3 +159,18 @@ async def test_the_mux_stream_applies_the_same_guard_in_its_own_error_shape(
             await ws.receive_text()
         assert closed.value.code == 4413
         assert app.metric(REJECTIONS, {"limit": "ws_message_bytes"}) == 1
+
+
+async def test_a_socket_that_keeps_talking_is_never_idle(
+    random_repository: RandomRepository,
+) -> None:
+    import asyncio
+
+    settings = cpu_settings(random_repository.path, ws_idle_timeout_s=0.5)
+    async with running_app(settings) as app, app.ws("/v1/models/rnn-feat/stream") as ws:
+        await ws.receive_json()
+        for seq in range(20):  # 20 x 50 ms: twice the idle timeout in all, never silent for it
+            await ws.send_json({"seq": seq, "inputs": [STEP]})
+            assert (await ws.receive_json())["seq"] == seq + 1
+            await asyncio.sleep(0.05)
+        assert app.metric(REJECTIONS, {"limit": "ws_idle_timeout"}) == 0
