@@ -101,10 +101,10 @@ def error_response(
 
 def response_for(path: str, exc: errors.RnnServeError, request_id: str | None = None) -> Response:
     """The HTTP answer to a domain error, with Retry-After where the client should come back;
-    a 5xx names the request id, which the server's log line about it carries too."""
+    a 500 names the request id, which the server's log line about it carries too."""
     status = status_for(exc)
     message = exc.message
-    if status >= 500 and request_id:
+    if status == 500 and request_id:
         message = f"{message} (request id {request_id})"
     headers = None
     if isinstance(exc, errors.RetryLaterError):
