@@ -24,6 +24,7 @@ import asyncio
 import os
 import random
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -283,6 +284,10 @@ def start_server(port: int, prefix: str, log_path: Path) -> subprocess.Popen[byt
     raise RuntimeError(f"server did not start: {log_path.read_text()[-2000:]}")
 
 
+def stop_early(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -310,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true", help="print only (CI)")
     args = parser.parse_args(argv)
+    # stopped early (Ctrl-C, SIGTERM, or SIGINT to a background run that ignored it), the
+    # server is still stopped and its Redis keys deleted, in `finally` below
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop_early)
     port, prefix = free_port(), f"rnnserve-soak-{secrets.token_hex(4)}:"
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"rnnserve-soak-{port}.log"
     process = start_server(port, prefix, log_path)
