@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +64,8 @@ def pad_sequences(sequences: list[SequenceArray]) -> tuple[SequenceArray, npt.ND
     lengths = np.fromiter((len(s) for s in sequences), np.int32, len(sequences))
     if len(sequences) == 1:
         return sequences[0][None], lengths
+    if lengths.min() == lengths.max():  # single steps of many sessions: nothing to pad
+        return cast(SequenceArray, np.stack(sequences)), lengths
     first = sequences[0]
     inputs = np.zeros((len(sequences), int(lengths.max()), *first.shape[1:]), first.dtype)
     for row, seq in enumerate(sequences):
@@ -98,12 +101,11 @@ def _split(batch: RnnBatch, result: RnnResult) -> list[SequenceResult]:
     if result.y.shape[0] != len(batch.seq_lens):
         raise RuntimeError("batch axis changed inside the graph")
     per_step = result.y.ndim == 3
+    # each row's state owns its memory: a stored view would pin the whole batch's state
+    states = result.state.owned_rows()
     return [
-        SequenceResult(
-            result.y[row, :length] if per_step else result.y[row : row + 1],
-            result.state.row(row),
-        )
-        for row, length in enumerate(batch.seq_lens.tolist())
+        SequenceResult(result.y[row, :length] if per_step else result.y[row : row + 1], state)
+        for (row, length), state in zip(enumerate(batch.seq_lens.tolist()), states, strict=True)
     ]
 
 

@@ -38,7 +38,7 @@ from service.edges.mux_wire import MuxStatus, decode_frame, encode_answer, peek_
 from service.edges.ws_auth import chosen_protocol
 from service.errors import InternalError, InvalidInputError, LimitExceededError, RnnServeError
 from service.metrics import Metrics
-from service.operations.multistep import StepItem
+from service.operations.multistep import StepColumns
 from service.operations.sessions import SessionManager
 
 log = logging.getLogger(__name__)
@@ -161,19 +161,27 @@ class MuxConnection:
         )
         slots = frame.slots.tolist()
         seqs = frame.seqs.tolist()
-        inputs = frame.record_inputs()
         statuses = [int(MuxStatus.GONE)] * len(slots)
         next_seqs = [0] * len(slots)
         outputs: list[FloatArray | None] = [None] * len(slots)
-        for wave in _waves(slots):
-            items: list[StepItem] = []
-            indices: list[int] = []
-            for index in wave:
-                session_id = self.slots.get(slots[index])
-                if session_id is not None:
-                    items.append(StepItem(session_id, seqs[index], inputs[index]))
-                    indices.append(index)
-            results = await self.sessions.step_many(self.model, items, self.owner)
+        waves = _waves(slots)
+        sequences = frame.record_inputs() if len(waves) > 1 else None
+        for wave in waves:
+            indices = [i for i in wave if slots[i] in self.slots]
+            if not indices:
+                continue
+            if sequences is None and len(indices) == len(slots):
+                columns = StepColumns(
+                    [self.slots[s] for s in slots], seqs, frame.counts, frame.inputs
+                )
+            else:  # some records are not bound, or the frame names a slot twice
+                parts = sequences if sequences is not None else frame.record_inputs()
+                columns = StepColumns.of(
+                    [self.slots[slots[i]] for i in indices],
+                    [seqs[i] for i in indices],
+                    [parts[i] for i in indices],
+                )
+            results = await self.sessions.step_many(self.model, columns, self.owner)
             for index, result in zip(indices, results, strict=True):
                 next_seqs[index] = result.next_seq or 0
                 if result.error is None:

@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import numpy.typing as npt
 
 from service.core.batching import SequenceResult
-from service.core.inputs import check_sequence
+from service.core.inputs import check_step_columns
 from service.core.sessions.record import SessionRecord, advanced
 from service.core.sessions.store import SessionStore
 from service.core.state import FloatArray, RecurrentState, SequenceArray
@@ -33,10 +34,11 @@ from service.metrics import Metrics
 
 
 def digest_of(sequence: SequenceArray) -> bytes:
-    """Identity of a request's inputs after decoding, so `1` and `1.0` count as the same."""
-    digest = hashlib.sha256(f"{sequence.dtype.str}{sequence.shape}".encode())
-    digest.update(sequence.tobytes())
-    return digest.digest()
+    """Identity of a request's inputs after decoding, so `1` and `1.0` count as the same.
+
+    The bytes alone suffice: a session's model fixes the dtype and the step width, so the
+    length of the bytes gives the number of steps."""
+    return hashlib.sha256(sequence.tobytes()).digest()
 
 
 def conflict_error(record: SessionRecord, seq: int) -> SessionConflictError:
@@ -68,12 +70,31 @@ class BatchStepRunner(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class StepItem:
-    """One session's steps inside a multi-session request; `inputs` is decoded, not checked."""
+class StepColumns:
+    """Steps for many distinct sessions, column-wise (as a binary frame carries them).
 
-    session_id: str
-    seq: int
+    Record i applies its `counts[i]` steps to session `session_ids[i]` from `seqs[i]`; the
+    steps of every record lie back to back in `inputs`, already the model's dtype and width
+    (float32 `[steps, input_size]`, or int64 `[steps]` token ids).
+    """
+
+    session_ids: Sequence[str]
+    seqs: Sequence[int]
+    counts: npt.NDArray[np.integer[Any]]
     inputs: npt.NDArray[Any]
+
+    @staticmethod
+    def of(
+        session_ids: Sequence[str], seqs: Sequence[int], sequences: Sequence[SequenceArray]
+    ) -> StepColumns:
+        """Columns from one array per record (each the model's dtype and width)."""
+        counts = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
+        return StepColumns(session_ids, seqs, counts, np.concatenate(sequences))
+
+    def sequences(self) -> list[npt.NDArray[Any]]:
+        """Each record's own steps (views into `inputs`)."""
+        ends = np.cumsum(self.counts, dtype=np.int64).tolist()
+        return [self.inputs[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,51 +149,53 @@ class MultiStepper:
         self._conflicts = steps.labels("conflict")
 
     async def step_many(
-        self, model: LoadedModel, items: Sequence[StepItem], owner: str | None
+        self, model: LoadedModel, columns: StepColumns, owner: str | None
     ) -> list[ItemResult]:
-        """One result per item, in order. Items must name distinct sessions (a caller with
-        several requests for one session sends them in successive calls)."""
+        """One result per record, in order. Records must name distinct sessions (a caller
+        with several requests for one session sends them in successive calls)."""
         try:
-            records = await self._store.get_many([item.session_id for item in items])
+            records = await self._store.get_many(columns.session_ids)
         except StoreUnavailableError as exc:
-            return [ItemResult(None, error=exc) for _ in items]
+            return [ItemResult(None, error=exc) for _ in columns.session_ids]
+        invalid = check_step_columns(
+            columns.inputs, columns.counts, model.card, max_steps=self._max_steps
+        )
+        sequences = columns.sequences()
         results: dict[int, ItemResult] = {}
         runnable: list[_Runnable] = []
-        for index, (item, record) in enumerate(zip(items, records, strict=True)):
+        mine = (owner, model.name, model.version)
+        replayed = conflicts = 0
+        for index, (record, seq) in enumerate(zip(records, columns.seqs, strict=True)):
             # another key's session, or one of another model, answers like a missing one
-            if record is None or (record.owner, record.model, record.version) != (
-                owner,
-                model.name,
-                model.version,
-            ):
-                results[index] = ItemResult(None, error=_gone(item.session_id))
-                continue
-            checked = self._check(index, item, record, model)
-            if isinstance(checked, _Runnable):
-                runnable.append(checked)
+            if record is None or (record.owner, record.model, record.version) != mine:
+                results[index] = ItemResult(None, error=_gone(columns.session_ids[index]))
+            elif (error := invalid.get(index)) is not None:
+                results[index] = ItemResult(record.seq, error=error)
             else:
-                results[index] = checked
+                sequence = sequences[index]
+                digest = digest_of(sequence)
+                if seq == record.seq:
+                    runnable.append(_Runnable(index, record, sequence, digest))
+                elif is_replay(record, seq, digest):
+                    replayed += 1
+                    results[index] = ItemResult(record.seq, record.last_outputs, replayed=True)
+                else:
+                    conflicts += 1
+                    results[index] = ItemResult(record.seq, error=conflict_error(record, seq))
+        self._count(replayed=replayed, conflicts=conflicts)
         if runnable:
             results.update(await self._run(model, runnable))
-        return [results[index] for index in range(len(items))]
+        return [results[index] for index in range(len(records))]
 
-    def _check(
-        self, index: int, item: StepItem, record: SessionRecord, model: LoadedModel
-    ) -> _Runnable | ItemResult:
-        try:
-            sequence = check_sequence(
-                item.inputs, model.card, where=f"records[{index}]", max_steps=self._max_steps
-            )
-        except RnnServeError as exc:
-            return ItemResult(record.seq, error=exc)
-        digest = digest_of(sequence)
-        if item.seq == record.seq:
-            return _Runnable(index, record, sequence, digest)
-        if is_replay(record, item.seq, digest):
-            self._replayed.inc()
-            return ItemResult(record.seq, record.last_outputs, replayed=True)
-        self._conflicts.inc()
-        return ItemResult(record.seq, error=conflict_error(record, item.seq))
+    def _count(self, *, applied: int = 0, replayed: int = 0, conflicts: int = 0) -> None:
+        # one increment per outcome and call: a counter's lock costs as much as a record
+        for counter, count in (
+            (self._applied, applied),
+            (self._replayed, replayed),
+            (self._conflicts, conflicts),
+        ):
+            if count:
+                counter.inc(count)
 
     async def _run(
         self, model: LoadedModel, runnable: list[_Runnable]
@@ -205,10 +228,10 @@ class MultiStepper:
         lost: list[_Runnable] = []
         for r, record, ok in zip(runnable, updated, written, strict=True):
             if ok:
-                self._applied.inc()
                 done.append((r.index, ItemResult(record.seq, record.last_outputs)))
             else:
                 lost.append(r)
+        self._count(applied=len(done))
         if lost:
             done += await self._after_lost_races(lost)
         return done
@@ -224,10 +247,10 @@ class MultiStepper:
             if winner is None:
                 out.append((r.index, ItemResult(None, error=_gone(r.record.session_id))))
             elif is_replay(winner, r.record.seq, r.digest):
-                self._replayed.inc()
+                self._count(replayed=1)
                 out.append((r.index, ItemResult(winner.seq, winner.last_outputs, replayed=True)))
             else:
-                self._conflicts.inc()
+                self._count(conflicts=1)
                 out.append(
                     (r.index, ItemResult(winner.seq, error=conflict_error(winner, r.record.seq)))
                 )

@@ -11,7 +11,7 @@ from service.core.repository import Repository
 from service.core.sessions import MemorySessionStore, SessionRecord
 from service.errors import SessionConflictError, SessionNotFoundError, StoreUnavailableError
 from service.metrics import Metrics
-from service.operations.multistep import MultiStepper, StepItem
+from service.operations.multistep import MultiStepper, StepColumns
 from service.operations.sessions import SessionManager, SessionSettings
 from tests.support.clock import ManualClock
 from tests.unit.operations.test_sessions import FEATURES, DirectSteps, Sessions, repository
@@ -40,6 +40,15 @@ class DownStore(MemorySessionStore):
         raise StoreUnavailableError("the session store is unavailable (test)")
 
 
+def columns_of(records: list[tuple[str, int, object]]) -> StepColumns:
+    """Column-wise steps of rnn-feat (float32, 4 features) from (session id, seq, steps)."""
+    return StepColumns.of(
+        [r[0] for r in records],
+        [r[1] for r in records],
+        [np.asarray(r[2], np.float32) for r in records],
+    )
+
+
 def stepper(store: MemorySessionStore) -> MultiStepper:
     return MultiStepper(
         runner=DirectSteps(), store=store, metrics=Metrics(), max_steps=50, clock=ManualClock()
@@ -60,8 +69,8 @@ async def test_each_item_answers_what_a_single_step_answers(sessions: Sessions) 
     answered = await sessions.step(single.session_id, seq=0, inputs=FEATURES, owner=None)
     batch = [await sessions.open("rnn-feat", None, None, None) for _ in range(3)]
     model = sessions.manager.model_of(single)
-    items = [StepItem(r.session_id, 0, np.asarray(FEATURES)) for r in batch]
-    results = await sessions.manager.step_many(model, items, None)
+    columns = columns_of([(r.session_id, 0, FEATURES) for r in batch])
+    results = await sessions.manager.step_many(model, columns, None)
     for result in results:
         assert result.error is None and result.next_seq == 2
         assert result.outputs is not None
@@ -72,8 +81,8 @@ async def test_an_item_of_another_owner_is_not_found_and_fails_alone(sessions: S
     mine = await sessions.open("rnn-feat", None, None, "me")
     theirs = await sessions.open("rnn-feat", None, None, "them")
     model = sessions.manager.model_of(mine)
-    items = [StepItem(r.session_id, 0, np.asarray(FEATURES)) for r in (mine, theirs)]
-    ok, foreign = await sessions.manager.step_many(model, items, "me")
+    columns = columns_of([(r.session_id, 0, FEATURES) for r in (mine, theirs)])
+    ok, foreign = await sessions.manager.step_many(model, columns, "me")
     assert ok.error is None
     assert isinstance(foreign.error, SessionNotFoundError) and foreign.next_seq is None
 
@@ -101,8 +110,8 @@ async def test_a_race_lost_to_the_same_steps_is_a_replay_and_to_other_steps_a_co
     for record in (same, other):  # back to seq 0, the rivals to be applied mid-batch
         await store.compare_and_set(record, expected_seq=(await store.get(record.session_id)).seq)  # type: ignore[union-attr]
     store.rival = {same.session_id: rival_same, other.session_id: rival_other}
-    items = [StepItem(same.session_id, 0, inputs), StepItem(other.session_id, 0, inputs)]
-    replayed, conflict = await manager.step_many(model, items, None)
+    columns = columns_of([(same.session_id, 0, inputs), (other.session_id, 0, inputs)])
+    replayed, conflict = await manager.step_many(model, columns, None)
     assert replayed.replayed and replayed.error is None and replayed.next_seq == 2
     assert replayed.outputs is not None
     assert replayed.outputs.tobytes() == rival_same.last_outputs.tobytes()
@@ -117,7 +126,8 @@ async def test_a_store_that_does_not_answer_fails_every_item_and_moves_nothing(
     record = await sessions.open("rnn-feat", None, None, None)
     await store.create(record)
     model = sessions.manager.model_of(record)
-    items = [StepItem(record.session_id, 0, np.asarray(FEATURES))]
-    (result,) = await stepper(store).step_many(model, items, None)
+    (result,) = await stepper(store).step_many(
+        model, columns_of([(record.session_id, 0, FEATURES)]), None
+    )
     assert isinstance(result.error, StoreUnavailableError)
     assert (await store.get(record.session_id)) == record
