@@ -63,7 +63,7 @@ class RecurrentState:
             )
         )
 
-    def frozen(self) -> RecurrentState:
+    def frozen(self) -> FrozenState:
         """A compact, read-only copy (unless it already is one).
 
         Batch results are views into the whole batch's output; keeping such a view would pin

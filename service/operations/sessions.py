@@ -36,8 +36,8 @@ from service.errors import (
 from service.metrics import Metrics
 from service.operations.multistep import (
     BatchStepRunner,
-    ItemResult,
     MultiStepper,
+    StepAnswers,
     StepColumns,
     conflict_error,
     digest_of,
@@ -242,7 +242,7 @@ class SessionManager:
 
     async def step_many(
         self, model: LoadedModel, columns: StepColumns, owner: str | None
-    ) -> list[ItemResult]:
+    ) -> StepAnswers:
         """Steps for many sessions of `model` (distinct ones) at once, each by the rules of
         `step`; one result per record, a failed record failing alone (operations.multistep)."""
         return await self._multi.step_many(model, columns, owner)
