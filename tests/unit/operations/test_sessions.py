@@ -27,9 +27,9 @@ from service.errors import (
 from service.metrics import Metrics
 from service.operations.sessions import SessionManager, SessionSettings, StepOutcome
 from tests.support.clock import ManualClock
-from tests.unit.core.sessions.test_store_contract import assert_same_record
 from tests.support.models import RandomRepository
 from tests.support.reference import assert_close, card_of, random_state, random_steps, run_alone
+from tests.unit.core.sessions.test_store_contract import assert_same_record
 
 TTL_S = 60.0
 
