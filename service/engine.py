@@ -14,10 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
+
 from service.core.batching import Batcher, SequenceResult
 from service.core.inputs import Limits
 from service.core.memory import CgroupMemory, MemoryWatermark
 from service.core.repository import ModelEntry, Repository, RepositoryChange
+from service.core.runtime import RnnResult
 from service.core.sessions import log_sessions_on_exit, open_store
 from service.core.state import RecurrentState, SequenceArray
 from service.core.version import LoadedModel
@@ -246,3 +249,23 @@ class Engine:
             )
         )
         return [result for part in parts for result in part]
+
+    async def run_step_rows(
+        self, model: LoadedModel, inputs: SequenceArray, states: RecurrentState
+    ) -> RnnResult:
+        """Sequences of one length, stacked (`[n, steps, ...]`), through the step batcher; their
+        outputs and final states returned whole (in jobs of at most one batch each, joined
+        back in order)."""
+        step = self._workers_of(model).step
+        size = self.settings.max_step_batch_size
+        if len(inputs) <= size:
+            return await step.submit_whole(inputs, states)
+        parts = await asyncio.gather(
+            *(
+                step.submit_whole(inputs[start : start + size], states.rows(start, start + size))
+                for start in range(0, len(inputs), size)
+            )
+        )
+        return RnnResult(
+            np.concatenate([p.y for p in parts]), RecurrentState.stack([p.state for p in parts])
+        )
