@@ -79,10 +79,12 @@ class TokenBucket:
 
 
 class KeyRates:
-    """One bucket per API key fingerprint (None: every keyless client together), app-wide.
+    """One bucket per API key fingerprint, app-wide; keyless clients (keys off) have none.
 
-    Owners are fingerprints of configured keys (unknown keys never get this far), so the
-    dict holds at most one bucket per configured key, plus one."""
+    Owners are fingerprints of configured keys (unknown keys never get this far), so the dict
+    holds at most one bucket per configured key. Without keys every client would share one
+    budget, and the server's whole streaming capacity would hang on one setting: keyless
+    deployments get the per-connection limit only."""
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._rate = rate
@@ -90,7 +92,9 @@ class KeyRates:
         self._buckets: dict[str | None, TokenBucket] = {}
 
     def take(self, owner: str | None) -> float:
-        """`TokenBucket.take` on the owner's bucket."""
+        """`TokenBucket.take` on the owner's bucket (0.0 for a keyless client)."""
+        if owner is None:
+            return 0.0
         now = self._clock()
         bucket = self._buckets.get(owner)
         if bucket is None:
