@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from service.core.batching import Batcher, SequenceResult
 from service.core.inputs import Limits
+from service.core.providers import provider_config
 from service.core.repository import ModelEntry, Repository, RepositoryChange
 from service.core.sessions import log_sessions_on_exit, open_store
 from service.core.state import RecurrentState, SequenceArray
@@ -88,6 +89,7 @@ class Engine:
                 providers=s.providers,
                 intra_op_threads=s.intra_op_threads,
                 strict=s.strict,
+                config=provider_config(s),
             )
         for entry in repository.entries():
             self._show(entry)
