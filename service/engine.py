@@ -164,7 +164,7 @@ class Engine:
         s = self.settings
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{model.name}")
 
-        def batcher(kind: str, max_batch_size: int, max_delay_ms: float) -> Batcher:
+        def batcher(kind: str, max_batch_size: int, max_delay_ms: float, queue: int) -> Batcher:
             return Batcher(
                 model.runner,
                 kind=kind,
@@ -172,12 +172,12 @@ class Engine:
                 metrics=self.metrics,
                 max_batch_size=max_batch_size,
                 max_delay_ms=max_delay_ms,
-                max_queue_size=s.max_queue_size,
+                max_queue_size=queue,
                 inline_max_steps=s.inline_max_steps,
             )
 
-        predict = batcher("predict", s.max_batch_size, s.max_queue_delay_ms)
-        step = batcher("step", s.max_step_batch_size, s.max_step_delay_ms)
+        predict = batcher("predict", s.max_batch_size, s.max_queue_delay_ms, s.max_queue_size)
+        step = batcher("step", s.max_step_batch_size, s.max_step_delay_ms, s.max_step_queue_size)
         predict.start()
         step.start()
         return ModelWorkers(executor, predict, step)
@@ -224,3 +224,20 @@ class Engine:
         """One session's steps through the model's step batcher."""
         (result,) = await self._workers_of(model).step.submit([sequence], state)
         return result
+
+    async def run_step_batch(
+        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+    ) -> list[SequenceResult]:
+        """Many sessions' steps through the step batcher, in jobs of at most one batch each
+        (they queue together, so a large set still runs back to back)."""
+        step = self._workers_of(model).step
+        size = self.settings.max_step_batch_size
+        if len(sequences) <= size:
+            return await step.submit(sequences, states)
+        parts = await asyncio.gather(
+            *(
+                step.submit(sequences[start : start + size], states.rows(start, start + size))
+                for start in range(0, len(sequences), size)
+            )
+        )
+        return [result for part in parts for result in part]

@@ -38,6 +38,10 @@ class RecurrentState:
         """The state of one sequence, still with a batch axis of 1 (views, not copies)."""
         return RecurrentState(tuple(a[:, index : index + 1] for a in self.arrays))
 
+    def rows(self, start: int, stop: int) -> RecurrentState:
+        """The states of sequences `start` to `stop` of a batch (views, not copies)."""
+        return RecurrentState(tuple(a[:, start:stop] for a in self.arrays))
+
     @staticmethod
     def stack(states: Sequence[RecurrentState]) -> RecurrentState:
         """Concatenate single- or multi-sequence states along the batch axis."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from service.core.sessions.record import SessionRecord, frozen_record
@@ -65,8 +65,24 @@ class MemorySessionStore:
         """The live record or None."""
         return self._live(session_id)
 
+    async def get_many(self, session_ids: Sequence[str]) -> list[SessionRecord | None]:
+        """The live records or None, in order."""
+        return [self._live(session_id) for session_id in session_ids]
+
     async def compare_and_set(self, record: SessionRecord, *, expected_seq: int) -> bool:
         """Write `record` if the stored seq is `expected_seq`; moves it to the dict's end."""
+        return self._compare_and_set(record, expected_seq)
+
+    async def compare_and_set_many(
+        self, records: Sequence[SessionRecord], expected_seqs: Sequence[int]
+    ) -> list[bool]:
+        """Each record written if its stored seq is the expected one."""
+        return [
+            self._compare_and_set(record, seq)
+            for record, seq in zip(records, expected_seqs, strict=True)
+        ]
+
+    def _compare_and_set(self, record: SessionRecord, expected_seq: int) -> bool:
         current = self._live(record.session_id)
         if current is None or current.seq != expected_seq:
             return False

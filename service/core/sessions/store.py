@@ -7,6 +7,7 @@ a store never hands out an object through which its own copy could change, and w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from service.core.sessions.record import SessionRecord
@@ -28,6 +29,10 @@ class SessionStore(Protocol):
         """The live record, or None when it never existed, was deleted or has expired."""
         ...
 
+    async def get_many(self, session_ids: Sequence[str]) -> list[SessionRecord | None]:
+        """`get` for several sessions at once, in order (one round trip for a remote store)."""
+        ...
+
     async def compare_and_set(self, record: SessionRecord, *, expected_seq: int) -> bool:
         """Replace the stored record by `record` only if the stored `seq` equals `expected_seq`.
 
@@ -35,6 +40,13 @@ class SessionStore(Protocol):
         False, writing nothing, when the session is gone or its seq differs. A successful
         write keeps the record until the new `record.expires_at` (the idle TTL refresh).
         """
+        ...
+
+    async def compare_and_set_many(
+        self, records: Sequence[SessionRecord], expected_seqs: Sequence[int]
+    ) -> list[bool]:
+        """`compare_and_set` for several records of different sessions, each on its own:
+        one may fail while the others succeed (one round trip for a remote store)."""
         ...
 
     async def delete(self, session_id: str) -> bool:

@@ -43,6 +43,14 @@ class DirectSteps:
         (result,) = run_batch(RnnBatch(sequence[None], lengths, state), model.runner)
         return result
 
+    async def run_step_batch(
+        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+    ) -> list[SequenceResult]:
+        return [
+            await self.run_steps(model, sequence, states.rows(row, row + 1))
+            for row, sequence in enumerate(sequences)
+        ]
+
 
 class Sessions:
     """The manager plus the JSON-free calls a test makes (an edge's job, done by hand)."""
