@@ -26,9 +26,12 @@ CUDA = "CUDAExecutionProvider"
 
 # Under the options a deployment gives. Recurrent graphs have no convolutions, so cuDNN's
 # exhaustive conv-algorithm search (onnxruntime's default) would only add start-up time for a
-# conv a model happens to contain; the heuristic pick is what an RNN server wants.
+# conv a model happens to contain; the heuristic pick is what an RNN server wants. TF32
+# matmuls (onnxruntime's default on Ampere and later) round inputs to 10 mantissa bits: answers
+# would drift ~1e-3 from the CPU's and from the exported model's parity check, so rnnserve
+# computes in full float32 unless a deployment sets use_tf32=1.
 DEFAULT_OPTIONS: Mapping[str, Mapping[str, str]] = MappingProxyType(
-    {CUDA: MappingProxyType({"cudnn_conv_algo_search": "HEURISTIC"})}
+    {CUDA: MappingProxyType({"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"})}
 )
 
 

@@ -117,7 +117,9 @@ def test_provider_options_come_from_json_over_the_defaults(
 
 
 def test_cudnn_conv_search_is_heuristic_unless_a_deployment_says_otherwise() -> None:
-    assert ProviderConfig().options_for([CUDA]) == [{"cudnn_conv_algo_search": "HEURISTIC"}]
+    assert ProviderConfig().options_for([CUDA]) == [
+        {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}
+    ]
     settings = Settings(
         provider_options={CUDA: {"cudnn_conv_algo_search": "EXHAUSTIVE"}}  # type: ignore[dict-item]
     )
