@@ -72,6 +72,20 @@ class BoundRun:
 
     def run(self, feeds: Mapping[str, Any]) -> list[FloatArray]:
         """One call: `y` and every state output, copied to fresh host arrays."""
+        self._run(feeds)
+        outputs: list[FloatArray] = self._binding.copy_outputs_to_cpu()
+        return outputs
+
+    def run_keeping_states(self, feeds: Mapping[str, Any]) -> tuple[FloatArray, list[ort.OrtValue]]:
+        """One call: `y` copied to the host, the state outputs left on the device (views of
+        this thread's buffers: valid until its next run, so scatter them before that)."""
+        self._run(feeds)
+        y, *states = self._binding.get_outputs()
+        # on the CPU `numpy()` is a view of this thread's buffer, which the next run overwrites
+        host_y: FloatArray = np.array(y.numpy(), copy=True)
+        return host_y, states
+
+    def _run(self, feeds: Mapping[str, Any]) -> None:
         binding = self._binding
         binding.clear_binding_inputs()
         binding.clear_binding_outputs()
@@ -89,8 +103,6 @@ class BoundRun:
         binding.synchronize_inputs()
         self._session.run_with_iobinding(binding)
         binding.synchronize_outputs()
-        outputs: list[FloatArray] = binding.copy_outputs_to_cpu()
-        return outputs
 
     def _buffer(self, name: str, elements: int) -> ort.OrtValue:
         buffer = self._buffers.get(name)

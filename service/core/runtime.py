@@ -135,13 +135,34 @@ class ModelRunner:
     def run_bound(self, batch: RnnBatch) -> RnnResult:
         """One call through IOBinding: inputs bound once, outputs written into this thread's
         preallocated buffers on the model's device, then copied to the host."""
+        y, *states = self._bound_run().run(self._feeds(batch))
+        return self._checked(batch, y, states)
+
+    def run_device_states(
+        self, inputs: SequenceArray, seq_lens: npt.NDArray[np.int32], states: list[ort.OrtValue]
+    ) -> tuple[FloatArray, list[ort.OrtValue]]:
+        """One call from states already on the device (the state pool's gather): `y` on the
+        host, the new states left on the device until this thread's next run."""
+        feeds: dict[str, Any] = {self.card.input_name: inputs, "seq_lens": seq_lens}
+        for spec, value in zip(self.card.states, states, strict=True):
+            feeds[spec.input] = value
+        y, new_states = self._bound_run().run_keeping_states(feeds)
+        if y.shape[0] != inputs.shape[0]:
+            raise RuntimeError(f"graph returned batch {y.shape[0]} for {inputs.shape[0]}")
+        return y, new_states
+
+    @property
+    def device_id(self) -> int:
+        """The device the model's provider runs on (0 on the CPU)."""
+        return self._device_id
+
+    def _bound_run(self) -> BoundRun:
         bound: BoundRun | None = getattr(self._bound, "run", None)
         if bound is None:
             bound = self._bound.run = BoundRun(
                 self._session, self.card, provider=self.provider, device_id=self._device_id
             )
-        y, *states = bound.run(self._feeds(batch))
-        return self._checked(batch, y, states)
+        return bound
 
     def _feeds(self, batch: RnnBatch) -> dict[str, Any]:
         feeds: dict[str, Any] = {self.card.input_name: batch.inputs, "seq_lens": batch.seq_lens}
