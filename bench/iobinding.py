@@ -24,7 +24,7 @@ from service.core.providers import CPU, ProviderConfig, choose_providers
 from service.core.runtime import ModelRunner, RnnBatch, RnnResult
 from service.core.state import RecurrentState
 from service.core.version import load_version
-from service.settings import IoBinding
+from service.settings import DeviceFeature
 
 BATCH_SIZES = (1, 64, 256)
 STEPS = (1, 50)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provider", default=CPU, help="execution provider (default CPU)")
     parser.add_argument("--seconds", type=float, default=2.0, help="per cell and way")
     args = parser.parse_args(argv)
-    config = ProviderConfig(io_binding=IoBinding.OFF, required=args.provider)
+    config = ProviderConfig(io_binding=DeviceFeature.OFF, required=args.provider)
     with tempfile.TemporaryDirectory(prefix="rnnserve-iobinding-") as tmp:
         model = export_bench_model(Path(tmp) / "models")
         providers = choose_providers(list(dict.fromkeys([args.provider, CPU])), config)

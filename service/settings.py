@@ -29,10 +29,10 @@ class LogLevel(StrEnum):
     DEBUG = "debug"
 
 
-class IoBinding(StrEnum):
-    """When model batches run through onnxruntime's IOBinding instead of `session.run`."""
+class DeviceFeature(StrEnum):
+    """Whether a device-side path is used: IOBinding, the device state pool."""
 
-    AUTO = "auto"  # only for models on CUDA (slower than `run` on the CPU: bench/iobinding.py)
+    AUTO = "auto"  # only for models on CUDA (on the CPU they cost more than they save)
     ON = "on"
     OFF = "off"
 
@@ -69,7 +69,10 @@ class Settings(BaseSettings):
     provider_options: Annotated[dict[str, dict[str, str]], NoDecode] = Field(default_factory=dict)
     # set: every model must run on this provider, or the server refuses to start
     require_provider: str | None = None
-    io_binding: IoBinding = IoBinding.AUTO
+    io_binding: DeviceFeature = DeviceFeature.AUTO
+    # live sessions' states kept on the model's device between steps (service/core/state_pool.py)
+    state_pool: DeviceFeature = DeviceFeature.AUTO
+    state_pool_slots: int = Field(default=16_384, ge=1)
 
     max_batch_size: int = Field(default=64, ge=1)
     # 0 batches opportunistically: whatever queued while the previous batch ran goes together.

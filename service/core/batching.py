@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from service.core.runtime import ModelRunner, RnnBatch, RnnResult
 from service.core.state import FloatArray, RecurrentState, SequenceArray
+from service.core.state_pool import PoolKey
 from service.core.stats import BatchRecorder
 from service.errors import NotReadyError, QueueFullError
 from service.metrics import Metrics
@@ -52,6 +53,8 @@ class BatchJob:
     states: RecurrentState | None
     future: asyncio.Future[list[SequenceResult]]
     queued_at: float = field(default_factory=time.perf_counter)
+    # session steps: which session and stored write each sequence belongs to (the state pool)
+    keys: Sequence[PoolKey] | None = None
     size: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -118,8 +121,12 @@ def run_jobs(jobs: list[BatchJob], runner: ModelRunner) -> list[list[SequenceRes
     return out
 
 
+JobRunner = Callable[[list[BatchJob], ModelRunner], list[list[SequenceResult]]]
+
+
 class Batcher:
-    """Queues jobs for one model version and runs them in batches, one batch at a time."""
+    """Queues jobs for one model version and runs them in batches, one batch at a time
+    (`run` runs one batch: `run_jobs`, or the state pool's `run_pooled_jobs` for steps)."""
 
     def __init__(
         self,
@@ -133,8 +140,10 @@ class Batcher:
         max_queue_size: int,
         inline_max_steps: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        run: JobRunner = run_jobs,
     ) -> None:
         self._runner = runner
+        self._run = run
         self._kind = kind
         self._executor = executor
         self._max_batch = max_batch_size
@@ -166,9 +175,13 @@ class Batcher:
             await self._task
 
     async def submit(
-        self, sequences: list[SequenceArray], states: RecurrentState | None = None
+        self,
+        sequences: list[SequenceArray],
+        states: RecurrentState | None = None,
+        keys: Sequence[PoolKey] | None = None,
     ) -> list[SequenceResult]:
-        """Queue sequences (and their initial states); returns one result per sequence."""
+        """Queue sequences (and their initial states, and for session steps their `keys`);
+        returns one result per sequence."""
         if self._closing:
             raise NotReadyError("the server is shutting down", retry_after_s=1.0)
         if self._queued + len(sequences) > self._max_queue:
@@ -176,7 +189,7 @@ class Batcher:
             raise QueueFullError(
                 f"the {self._kind} queue of {self._runner.card.name} is full", retry_after_s=1.0
             )
-        job = BatchJob(sequences, states, asyncio.get_running_loop().create_future())
+        job = BatchJob(sequences, states, asyncio.get_running_loop().create_future(), keys=keys)
         self._pending.append((self._clock(), job))
         self._queued += job.size
         self._queue_depth.set(self._queued)
@@ -225,10 +238,10 @@ class Batcher:
             started = time.perf_counter()
             try:
                 if padded_steps <= self._inline_max_steps:
-                    results = run_jobs(live, self._runner)
+                    results = self._run(live, self._runner)
                 else:
                     results = await loop.run_in_executor(
-                        self._executor, run_jobs, live, self._runner
+                        self._executor, self._run, live, self._runner
                     )
             except Exception as exc:
                 self._recorder.failed(live)

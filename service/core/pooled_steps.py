@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.core.batching import pad_sequences
+from service.core.batching import BatchJob, SequenceResult, pad_sequences, run_jobs
 from service.core.runtime import ModelRunner
 from service.core.state import FloatArray, RecurrentState, SequenceArray
 from service.core.state_pool import StatePool, StateTag
@@ -50,6 +50,7 @@ def run_pooled_steps(
 ) -> list[PooledResult]:
     """Run one step request per session (distinct sessions) from the pool; one result each."""
     misses = [s for s in steps if not pool.holds(s.session_id, s.tag)]
+    pool.count_lookups(len(steps) - len(misses), len(misses))
     pool.put_many(
         [s.session_id for s in misses], [s.tag for s in misses], [s.state for s in misses]
     )
@@ -87,3 +88,27 @@ def _run_group(
         )
         for row, length in enumerate(seq_lens.tolist())
     ]
+
+
+def run_pooled_jobs(
+    jobs: list[BatchJob], runner: ModelRunner, *, pool: StatePool
+) -> list[list[SequenceResult]]:
+    """The step batcher's batch through the pool when every sequence is a keyed session step
+    of a distinct session; otherwise (a job without keys, two requests racing for one session)
+    the host path, which the pool's tags make safe to mix with it."""
+    keys = [key for job in jobs for key in (job.keys or ())]
+    sessions = {key.session_id for key in keys}
+    if any(job.keys is None or job.states is None for job in jobs) or len(sessions) != len(keys):
+        return run_jobs(jobs, runner)
+    steps = [
+        PooledStep(key.session_id, sequence, key.tag, job.states.row(row), key.new_tag)
+        for job in jobs
+        if job.keys is not None and job.states is not None
+        for row, (sequence, key) in enumerate(zip(job.sequences, job.keys, strict=True))
+    ]
+    results = iter(run_pooled_steps(runner, pool, steps, host_states=True))
+    out: list[list[SequenceResult]] = []
+    for job in jobs:
+        rows = [next(results) for _ in range(job.size)]
+        out.append([SequenceResult(r.y, r.state) for r in rows if r.state is not None])
+    return out

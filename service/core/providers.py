@@ -16,7 +16,7 @@ from types import MappingProxyType
 import onnxruntime as ort
 
 from service.errors import ProviderUnavailableError
-from service.settings import IoBinding, Settings
+from service.settings import DeviceFeature, Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class ProviderConfig:
     requested: tuple[str, ...] = ()
     options: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
     required: str | None = None
-    io_binding: IoBinding = IoBinding.AUTO
+    io_binding: DeviceFeature = DeviceFeature.AUTO
 
     def options_for(self, providers: list[str]) -> list[dict[str, str]]:
         """One options dict per provider, in order: the defaults, then the configured ones."""
@@ -133,9 +133,14 @@ def check_actual_providers(
 
 def uses_io_binding(config: ProviderConfig, provider: str) -> bool:
     """Whether batches of a model on `provider` go through IOBinding."""
-    if config.io_binding is IoBinding.AUTO:
+    return enabled_on(config.io_binding, provider)
+
+
+def enabled_on(mode: DeviceFeature, provider: str) -> bool:
+    """Whether a device-side feature is on for a model on `provider` (auto: on CUDA only)."""
+    if mode is DeviceFeature.AUTO:
         return provider == CUDA
-    return config.io_binding is IoBinding.ON
+    return mode is DeviceFeature.ON
 
 
 def device_id_of(config: ProviderConfig, provider: str) -> int:

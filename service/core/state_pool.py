@@ -55,6 +55,26 @@ class StateTag:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolKey:
+    """A session step's identity for the pool: the write it starts from and the one it makes
+    if its compare-and-set wins."""
+
+    session_id: str
+    tag: StateTag
+    new_tag: StateTag
+
+
+def pool_key(record: SessionRecord, *, steps: int, digest: bytes, expires_at: float) -> PoolKey:
+    """The key of a step of `steps` steps on `record` that, if applied, is stored with this
+    digest and expiry (what `sessions.record.advanced` writes)."""
+    return PoolKey(
+        record.session_id,
+        StateTag.of(record),
+        StateTag(record.seq + steps, digest, expires_at),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Evicted:
     """A state pushed out of the pool, as a host copy, with the write it belongs to."""
 
@@ -156,6 +176,7 @@ class StatePool:
         max_slots: int,
         initial_slots: int = MIN_SLOTS,
         on_evict: Callable[[Evicted], None] | None = None,
+        on_lookups: Callable[[int, int], None] | None = None,
     ) -> None:
         self._specs = list(specs)
         self._graphs = graphs
@@ -165,6 +186,12 @@ class StatePool:
         self._slots: OrderedDict[str, _Slot] = OrderedDict()  # least recently used first
         self._free = list(range(capacity - 1, -1, -1))
         self._on_evict = on_evict
+        self._on_lookups = on_lookups
+
+    def count_lookups(self, hits: int, misses: int) -> None:
+        """Report a batch's hits and misses (to the metrics, when the owner asked for them)."""
+        if self._on_lookups is not None:
+            self._on_lookups(hits, misses)
 
     def __len__(self) -> int:
         return len(self._slots)

@@ -22,6 +22,7 @@ from service.core.inputs import check_sequence
 from service.core.sessions.record import SessionRecord, advanced
 from service.core.sessions.store import SessionStore
 from service.core.state import FloatArray, RecurrentState, SequenceArray
+from service.core.state_pool import PoolKey, pool_key
 from service.core.version import LoadedModel
 from service.errors import (
     RnnServeError,
@@ -61,9 +62,14 @@ class BatchStepRunner(Protocol):
     """Runs steps of several sessions from their stacked states, as batched as possible."""
 
     async def run_step_batch(
-        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+        self,
+        model: LoadedModel,
+        sequences: list[SequenceArray],
+        states: RecurrentState,
+        keys: list[PoolKey] | None = None,
     ) -> list[SequenceResult]:
-        """One result per sequence: its outputs and the state after its last step."""
+        """One result per sequence: its outputs and the state after its last step; `keys`
+        name each session and the stored writes involved (for a device state pool)."""
         ...
 
 
@@ -179,11 +185,18 @@ class MultiStepper:
     ) -> list[tuple[int, ItemResult]]:
         sequences = [r.sequence for r in runnable]
         states = RecurrentState.stack([r.record.state for r in runnable])
+        # the expiry is fixed before the run: with it, each key names the write its step makes
+        now = self._clock()
+        keys = [
+            pool_key(
+                r.record, steps=len(r.sequence), digest=r.digest, expires_at=now + r.record.ttl_s
+            )
+            for r in runnable
+        ]
         try:
-            outputs = await self._runner.run_step_batch(model, sequences, states)
+            outputs = await self._runner.run_step_batch(model, sequences, states, keys)
         except RnnServeError as exc:  # queue full, shutting down, model unloaded
             return [(r.index, ItemResult(r.record.seq, error=exc)) for r in runnable]
-        expires_at = self._clock()
         updated = [
             advanced(
                 r.record,
@@ -191,9 +204,9 @@ class MultiStepper:
                 steps=len(r.sequence),
                 digest=r.digest,
                 outputs=out.y,
-                expires_at=expires_at + r.record.ttl_s,
+                expires_at=key.new_tag.expires_at,
             )
-            for r, out in zip(runnable, outputs, strict=True)
+            for r, out, key in zip(runnable, outputs, keys, strict=True)
         ]
         try:
             written = await self._store.compare_and_set_many(

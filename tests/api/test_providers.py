@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from service.core.providers import CPU, CUDA
-from service.settings import IoBinding
+from service.settings import DeviceFeature
 from tests.support.app import app_client, cpu_settings
 from tests.support.models import RandomRepository
 
@@ -42,7 +42,7 @@ async def test_predict_and_steps_answer_the_same_with_io_binding_on(
     rng = np.random.default_rng(3)
     body = {"inputs": [rng.standard_normal((n, 3)).tolist() for n in (4, 1, 6)]}
     answers = []
-    for mode in (IoBinding.OFF, IoBinding.ON):
+    for mode in (DeviceFeature.OFF, DeviceFeature.ON):
         async for client in app_client(cpu_settings(random_repository.path, io_binding=mode)):
             predicted = await client.post("/v1/models/gru-last/predict", json=body)
             opened = await client.post("/v1/models/gru-last/sessions")

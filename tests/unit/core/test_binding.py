@@ -17,7 +17,7 @@ from service.core.providers import CPU, ProviderConfig
 from service.core.runtime import ModelRunner, RnnBatch
 from service.core.state import RecurrentState
 from service.core.version import LoadedModel, load_version
-from service.settings import IoBinding
+from service.settings import DeviceFeature
 from tests.export.test_kinds import KINDS
 from tests.support.models import RANDOM_MODELS, RandomRepository
 
@@ -37,7 +37,7 @@ def kinds_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repository
 
 
-def load(path: Path, mode: IoBinding = IoBinding.OFF) -> LoadedModel:
+def load(path: Path, mode: DeviceFeature = DeviceFeature.OFF) -> LoadedModel:
     return load_version(
         path, providers=[CPU], intra_op_threads=1, config=ProviderConfig(io_binding=mode)
     )
@@ -92,7 +92,7 @@ def test_batches_through_the_batcher_answer_the_same_with_io_binding_on(
 ) -> None:
     rng = np.random.default_rng(1)
     for path in every_model(random_repository, kinds_repository):
-        plain, bound = load(path, IoBinding.OFF).runner, load(path, IoBinding.ON).runner
+        plain, bound = load(path, DeviceFeature.OFF).runner, load(path, DeviceFeature.ON).runner
         assert bound.io_binding and not plain.io_binding
         sample = random_batch(plain, 6, rng)
         sequences = [sample.inputs[i, :n] for i, n in enumerate(sample.seq_lens.tolist())]
@@ -145,7 +145,7 @@ def test_bucket_sizes() -> None:
 
 
 def test_each_thread_binds_through_its_own_buffers(random_repository: RandomRepository) -> None:
-    runner = load(random_repository.path / "gru1" / "1", IoBinding.ON).runner
+    runner = load(random_repository.path / "gru1" / "1", DeviceFeature.ON).runner
     rng = np.random.default_rng(4)
     batches = [random_batch(runner, 16, rng) for _ in range(8)]
     expected = [runner.run_plain(b) for b in batches]

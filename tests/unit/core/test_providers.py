@@ -24,7 +24,7 @@ from service.core.providers import (
 from service.core.repository import Repository
 from service.errors import ProviderUnavailableError
 from service.logs import JsonFormatter
-from service.settings import IoBinding, Settings
+from service.settings import DeviceFeature, Settings
 from tests.support.models import RandomRepository
 
 CUDA_HERE = CUDA in ort.get_available_providers()
@@ -113,7 +113,7 @@ def test_provider_options_come_from_json_over_the_defaults(
     }
     assert cpu == {}
     assert device_id_of(config, CUDA) == 1 and device_id_of(config, CPU) == 0
-    assert config.required == CUDA and config.io_binding is IoBinding.ON
+    assert config.required == CUDA and config.io_binding is DeviceFeature.ON
 
 
 def test_cudnn_conv_search_is_heuristic_unless_a_deployment_says_otherwise() -> None:
@@ -160,11 +160,13 @@ def test_a_device_id_that_is_not_a_number_is_a_provider_error() -> None:
 @pytest.mark.parametrize(
     ("mode", "provider", "bound"),
     [
-        (IoBinding.AUTO, CUDA, True),
-        (IoBinding.AUTO, CPU, False),
-        (IoBinding.ON, CPU, True),
-        (IoBinding.OFF, CUDA, False),
+        (DeviceFeature.AUTO, CUDA, True),
+        (DeviceFeature.AUTO, CPU, False),
+        (DeviceFeature.ON, CPU, True),
+        (DeviceFeature.OFF, CUDA, False),
     ],
 )
-def test_io_binding_auto_means_on_cuda_only(mode: IoBinding, provider: str, bound: bool) -> None:
+def test_io_binding_auto_means_on_cuda_only(
+    mode: DeviceFeature, provider: str, bound: bool
+) -> None:
     assert uses_io_binding(ProviderConfig(io_binding=mode), provider) is bound
