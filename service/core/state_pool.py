@@ -127,6 +127,8 @@ class PoolGraphs:
         binding.bind_cpu_input("slots", slots)
         binding.bind_output("state", self.device, self.device_id)
         self._gather.run_with_iobinding(binding)
+        # the model's session reads it next, on its own CUDA stream: finish writing it first
+        binding.synchronize_outputs()
         out: ort.OrtValue = binding.get_outputs()[0]
         return out
 
@@ -161,6 +163,7 @@ class PoolGraphs:
         binding.bind_cpu_input("pads", pads)
         binding.bind_output("grown", self.device, self.device_id)
         self._grow.run_with_iobinding(binding)
+        binding.synchronize_outputs()
         grown: ort.OrtValue = binding.get_outputs()[0]
         return grown
 

@@ -32,6 +32,10 @@ def per_sequence_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repository = tmp_path_factory.mktemp("pool-kinds")
     torch.manual_seed(5)
     export_module(KINDS["packed_classifier"].build().eval(), name="packed", repository=repository)
+    # per_sequence and not padding-safe: a pooled batch runs each length on its own
+    export_module(
+        KINDS["last_step_of_padded"].build().eval(), name="unpadded", repository=repository
+    )
     return repository / "packed" / "1"
 
 
@@ -133,13 +137,19 @@ def test_a_batch_names_each_session_once_and_fits_the_pool(
         pool.put_many(["a", "b", "c"], [tag] * 3, [state] * 3)
 
 
-@pytest.mark.parametrize("name", [*STREAMING_MODELS, "packed"])
+@pytest.mark.parametrize("name", [*STREAMING_MODELS, "packed", "unpadded"])
 def test_chunked_steps_of_many_sessions_equal_the_host_path_bit_for_bit(
     name: str, random_repository: RandomRepository, per_sequence_model: Path
 ) -> None:
-    path = per_sequence_model if name == "packed" else random_repository.path / name / "1"
+    kinds = per_sequence_model.parents[1]
+    path = (
+        kinds / name / "1"
+        if name in ("packed", "unpadded")
+        else random_repository.path / name / "1"
+    )
     runner = runner_of(path)
     card = runner.card
+    assert card.streamable and (name != "unpadded" or not card.padding_safe)
     rng = np.random.default_rng(3)
     evicted: list[Evicted] = []
     # fewer slots than sessions: eviction and reloads happen along the way
