@@ -86,8 +86,19 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 VPY="$ROOT/$VENV/bin/python"
 [[ "$VENV" == /* ]] && VPY="$VENV/bin/python"
+# onnxruntime-gpu >= 1.27 is built for CUDA 13 (driver >= 580); an older driver gets the last
+# CUDA 12 wheel (docs/deploy.md). GPU_SH_ORT_VERSION pins any version.
+ORT_VERSION=${GPU_SH_ORT_VERSION:-}
+if [[ -z "$ORT_VERSION" && "$RUNTIME" == gpu ]]; then
+    driver=$(cut -d, -f2 "$OUT_DIR/gpu.txt" | head -1 | tr -d ' ')
+    if [[ "${driver%%.*}" =~ ^[0-9]+$ ]] && (( ${driver%%.*} < 580 )); then
+        ORT_VERSION=1.26.0
+        say "driver $driver is older than 580 (CUDA 13): onnxruntime-gpu $ORT_VERSION (CUDA 12)"
+    fi
+fi
 {
-    "$VPY" deploy/requirements.py lines --runtime "$RUNTIME" --extra redis --extra grpc
+    "$VPY" deploy/requirements.py lines --runtime "$RUNTIME" --extra redis --extra grpc \
+        ${ORT_VERSION:+--onnxruntime-version "$ORT_VERSION"}
     printf '%s\n' "pytest>=8" "pytest-asyncio>=0.23" "httpx>=0.27" "websockets>=12" "tritonclient[http]>=2.40"
 } >"$OUT_DIR/requirements.txt"
 pip_args=(--disable-pip-version-check --progress-bar off -q -r "$OUT_DIR/requirements.txt")

@@ -9,6 +9,7 @@ check it for chunked steps, replays, lost compare-and-sets, resets, exports and 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from service.core.batching import BatchJob, SequenceResult, pad_sequences, run_j
 from service.core.runtime import ModelRunner
 from service.core.state import FloatArray, RecurrentState, SequenceArray
 from service.core.state_pool import StatePool, StateTag
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,16 @@ def run_pooled_jobs(
         if job.keys is not None and job.states is not None
         for row, (sequence, key) in enumerate(zip(job.sequences, job.keys, strict=True))
     ]
-    results = iter(run_pooled_steps(runner, pool, steps, host_states=True))
+    try:
+        pooled = run_pooled_steps(runner, pool, steps, host_states=True)
+    except Exception:
+        # the pool is a cache: whatever broke it (a device error, a bug), the host path
+        # still answers
+        log.exception("state pool batch failed; running it from the host states")
+        for key in keys:  # their slots may hold half-written states tagged as the new writes
+            pool.drop(key.session_id)
+        return run_jobs(jobs, runner)
+    results = iter(pooled)
     out: list[list[SequenceResult]] = []
     for job in jobs:
         rows = [next(results) for _ in range(job.size)]

@@ -15,11 +15,11 @@ from export.api import export_module
 from export.pool_graphs import build_graphs
 from service.core.batching import BatchJob, run_jobs
 from service.core.card import ModelCard
-from service.core.pooled_steps import PooledStep, run_pooled_steps
+from service.core.pooled_steps import PooledStep, run_pooled_jobs, run_pooled_steps
 from service.core.providers import CPU, ProviderConfig
 from service.core.runtime import ModelRunner
 from service.core.state import RecurrentState, SequenceArray
-from service.core.state_pool import GRAPHS, Evicted, PoolGraphs, StatePool, StateTag
+from service.core.state_pool import GRAPHS, Evicted, PoolGraphs, PoolKey, StatePool, StateTag
 from service.core.version import load_version
 from tests.export.test_kinds import KINDS
 from tests.support.models import RandomRepository
@@ -260,3 +260,31 @@ def test_results_own_their_memory_and_host_states_are_optional(
         host_states=False,
     )
     assert np.array_equal(first.y, kept), "the next batch overwrote an answer"
+
+
+def test_a_failing_pool_falls_back_to_the_host_path_and_forgets_those_sessions(
+    random_repository: RandomRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = runner_of(random_repository.path / "gru1" / "1")
+    card = runner.card
+    rng = np.random.default_rng(9)
+    pool = new_pool(card)
+    tag, new_tag = StateTag(0, b"", 0.0), StateTag(1, b"x", 1.0)
+    states = [random_state(card, rng) for _ in range(3)]
+    pool.put_many(["a", "b", "c"], [tag] * 3, states)
+    seqs = [random_steps(card, rng, 1) for _ in range(3)]
+    keys = [PoolKey(sid, tag, new_tag) for sid in ("a", "b", "c")]
+    jobs = [
+        BatchJob([seq], state, future=None, keys=[key])  # type: ignore[arg-type]
+        for seq, state, key in zip(seqs, states, keys, strict=True)
+    ]
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(StatePool, "scatter", broken)
+    got = run_pooled_jobs(jobs, runner, pool=pool)
+    want = host_step(runner, list(zip(seqs, states, strict=True)))
+    for [have], expected in zip(got, want, strict=True):
+        assert np.array_equal(have.y, expected.y) and same(have.state, expected.state)
+    assert not any(sid in pool for sid in ("a", "b", "c"))
