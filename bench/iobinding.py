@@ -97,7 +97,7 @@ def measure_pool(runner: ModelRunner, seconds: float) -> list[str]:
         ids = [f"s{i}" for i in range(size)]
         tag = StateTag(0, b"", 0.0)
         steps = [
-            PooledStep(sid, batch.inputs[i], tag, batch.state.row(i), tag)
+            PooledStep(sid, batch.inputs[i], tag, batch.state.rows(i, i + 1), tag)
             for i, sid in enumerate(ids)
         ]
         pool = StatePool(runner.card.states, graphs, max_slots=4 * max(BATCH_SIZES))

@@ -15,11 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
+
 from service.core.batching import Batcher, JobRunner, SequenceResult, run_jobs
 from service.core.inputs import Limits
 from service.core.pooled_steps import run_pooled_jobs
 from service.core.providers import enabled_on, provider_config
 from service.core.repository import ModelEntry, Repository, RepositoryChange
+from service.core.runtime import RnnResult
 from service.core.sessions import log_sessions_on_exit, open_store
 from service.core.state import RecurrentState, SequenceArray
 from service.core.state_pool import PoolGraphs, PoolKey, StatePool
@@ -293,3 +296,22 @@ class Engine:
             )
         )
         return [result for part in parts for result in part]
+
+    async def run_step_rows(
+        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+    ) -> RnnResult:
+        """Sequences of equal length through the step batcher, their outputs and final states
+        returned whole (in jobs of at most one batch each, joined back in order)."""
+        step = self._workers_of(model).step
+        size = self.settings.max_step_batch_size
+        if len(sequences) <= size:
+            return await step.submit_whole(sequences, states)
+        parts = await asyncio.gather(
+            *(
+                step.submit_whole(sequences[start : start + size], states.rows(start, start + size))
+                for start in range(0, len(sequences), size)
+            )
+        )
+        return RnnResult(
+            np.concatenate([p.y for p in parts]), RecurrentState.stack([p.state for p in parts])
+        )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.core.batching import BatchJob, SequenceResult, pad_sequences, run_jobs
+from service.core.batching import BatchJob, JobResult, SequenceResult, pad_sequences, run_jobs
 from service.core.runtime import ModelRunner
 from service.core.state import FloatArray, RecurrentState, SequenceArray
 from service.core.state_pool import StatePool, StateTag
@@ -77,17 +77,16 @@ def _run_group(
     inputs, seq_lens = pad_sequences([s.sequence for s in steps])
     y, new_states = runner.run_device_states(inputs, seq_lens, pool.gather(ids))
     # copied out before the scatter: the buffers belong to this thread's next run
+    # owned_rows copies each row out: on the CPU `numpy()` is a view of this thread's buffer
     host = (
-        RecurrentState(tuple(np.array(v.numpy(), copy=True) for v in new_states))
-        if host_states
-        else None
+        RecurrentState(tuple(v.numpy() for v in new_states)).owned_rows() if host_states else None
     )
     pool.scatter(ids, [s.new_tag for s in steps], new_states)
     per_step = y.ndim == 3
     return [
         PooledResult(
             y[row, :length] if per_step else y[row : row + 1],
-            None if host is None else host.row(row).frozen(),
+            None if host is None else host[row],
         )
         for row, length in enumerate(seq_lens.tolist())
     ]
@@ -95,16 +94,17 @@ def _run_group(
 
 def run_pooled_jobs(
     jobs: list[BatchJob], runner: ModelRunner, *, pool: StatePool
-) -> list[list[SequenceResult]]:
+) -> list[JobResult]:
     """The step batcher's batch through the pool when every sequence is a keyed session step
-    of a distinct session; otherwise (a job without keys, two requests racing for one session)
-    the host path, which the pool's tags make safe to mix with it."""
+    of a distinct session; otherwise (a job without keys or answered whole, two requests
+    racing for one session) the host path, which the pool's tags make safe to mix with it."""
     keys = [key for job in jobs for key in (job.keys or ())]
     sessions = {key.session_id for key in keys}
-    if any(job.keys is None or job.states is None for job in jobs) or len(sessions) != len(keys):
+    unkeyed = any(job.whole or job.keys is None or job.states is None for job in jobs)
+    if unkeyed or len(sessions) != len(keys):
         return run_jobs(jobs, runner)
     steps = [
-        PooledStep(key.session_id, sequence, key.tag, job.states.row(row), key.new_tag)
+        PooledStep(key.session_id, sequence, key.tag, job.states.rows(row, row + 1), key.new_tag)
         for job in jobs
         if job.keys is not None and job.states is not None
         for row, (sequence, key) in enumerate(zip(job.sequences, job.keys, strict=True))
@@ -119,7 +119,7 @@ def run_pooled_jobs(
             pool.drop(key.session_id)
         return run_jobs(jobs, runner)
     results = iter(pooled)
-    out: list[list[SequenceResult]] = []
+    out: list[JobResult] = []
     for job in jobs:
         rows = [next(results) for _ in range(job.size)]
         out.append([SequenceResult(r.y, r.state) for r in rows if r.state is not None])

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -34,11 +35,17 @@ from service.core.version import LoadedModel
 from service.edges.errors import close_code_for, mux_status_for
 from service.edges.http.codec import count_of, fields_of, to_state
 from service.edges.http.deps import engine_of, owner_of, query_version
-from service.edges.mux_wire import MuxStatus, decode_frame, encode_answer, peek_request_id
+from service.edges.mux_wire import (
+    MuxStatus,
+    StepFrame,
+    decode_frame,
+    encode_answer,
+    peek_request_id,
+)
 from service.edges.ws_auth import chosen_protocol
 from service.errors import InternalError, InvalidInputError, LimitExceededError, RnnServeError
 from service.metrics import Metrics
-from service.operations.multistep import StepItem
+from service.operations.multistep import StepColumns
 from service.operations.sessions import SessionManager
 
 log = logging.getLogger(__name__)
@@ -160,32 +167,48 @@ class MuxConnection:
             max_records=self.max_records,
         )
         slots = frame.slots.tolist()
-        seqs = frame.seqs.tolist()
-        inputs = frame.record_inputs()
-        statuses = [int(MuxStatus.GONE)] * len(slots)
-        next_seqs = [0] * len(slots)
-        outputs: list[FloatArray | None] = [None] * len(slots)
-        for wave in _waves(slots):
-            items: list[StepItem] = []
-            indices: list[int] = []
-            for index in wave:
-                session_id = self.slots.get(slots[index])
-                if session_id is not None:
-                    items.append(StepItem(session_id, seqs[index], inputs[index]))
-                    indices.append(index)
-            results = await self.sessions.step_many(self.model, items, self.owner)
-            for index, result in zip(indices, results, strict=True):
-                next_seqs[index] = result.next_seq or 0
-                if result.error is None:
-                    statuses[index] = MuxStatus.REPLAYED if result.replayed else MuxStatus.APPLIED
-                    outputs[index] = result.outputs
-                else:
-                    statuses[index] = mux_status_for(result.error)
+        statuses = np.full(len(slots), MuxStatus.GONE, np.uint16)
+        next_seqs = np.zeros(len(slots), np.uint64)
+        waves = _waves(slots)
+        answered_rows: dict[int, FloatArray] = {}  # record -> its rows, when there are waves
+        outputs = np.zeros((0, 0), np.float32)
+        for wave in waves:
+            indices = [i for i in wave if slots[i] in self.slots]
+            if not indices:
+                continue
+            answers = await self.sessions.step_many(
+                self.model, self._columns(frame, slots, indices), self.owner
+            )
+            at = np.asarray(indices)
+            statuses[at] = np.where(answers.replayed, MuxStatus.REPLAYED, MuxStatus.APPLIED)
+            for index, error in answers.errors.items():
+                statuses[indices[index]] = mux_status_for(error)
+            next_seqs[at] = np.maximum(answers.next_seqs, 0)
+            if len(waves) == 1:
+                outputs = answers.outputs
+            else:
+                for index in np.flatnonzero(answers.answered).tolist():
+                    rows = answers.outputs_of(index)
+                    assert rows is not None
+                    answered_rows[indices[index]] = rows
+        if answered_rows:
+            outputs = np.concatenate([answered_rows[i] for i in sorted(answered_rows)])
         self._count(statuses)
-        answered = [rows for rows in outputs if rows is not None]
-        return encode_answer(frame.request_id, statuses, next_seqs, answered)
+        return encode_answer(frame.request_id, statuses, next_seqs, [outputs])
 
-    def _count(self, statuses: list[int]) -> None:
+    def _columns(self, frame: StepFrame, slots: list[int], indices: list[int]) -> StepColumns:
+        if len(indices) == len(slots):  # the whole frame: its columns as they came
+            return StepColumns(
+                [self.slots[s] for s in slots], frame.seqs, frame.counts, frame.inputs
+            )
+        sequences = frame.record_inputs()
+        return StepColumns.of(
+            [self.slots[slots[i]] for i in indices],
+            frame.seqs[indices],
+            [sequences[i] for i in indices],
+        )
+
+    def _count(self, statuses: npt.NDArray[np.uint16]) -> None:
         counts = np.bincount(statuses, minlength=len(MuxStatus))
         for status in MuxStatus:
             if counts[status]:

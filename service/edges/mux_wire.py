@@ -150,8 +150,8 @@ def encode_frame(
 
 def encode_answer(
     request_id: int,
-    statuses: Sequence[int],
-    seqs: Sequence[int],
+    statuses: Sequence[int] | npt.NDArray[np.uint16],
+    seqs: Sequence[int] | npt.NDArray[np.uint64],
     outputs: Sequence[FloatArray],
 ) -> bytes:
     """An answer frame: `outputs` are the rows of the records with status 0 or 1, in order."""

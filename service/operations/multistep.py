@@ -15,12 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import numpy.typing as npt
 
 from service.core.batching import SequenceResult
-from service.core.inputs import check_sequence
+from service.core.inputs import check_step_columns
+from service.core.runtime import RnnResult
 from service.core.sessions.record import SessionRecord, advanced
-from service.core.sessions.store import SessionStore
+from service.core.sessions.store import ColumnarStore, SessionStore
+from service.core.sessions.table import SessionTable
 from service.core.state import FloatArray, RecurrentState, SequenceArray
 from service.core.state_pool import PoolKey, pool_key
 from service.core.version import LoadedModel
@@ -32,12 +35,15 @@ from service.errors import (
 )
 from service.metrics import Metrics
 
+NO_SEQ = -1
+
 
 def digest_of(sequence: SequenceArray) -> bytes:
-    """Identity of a request's inputs after decoding, so `1` and `1.0` count as the same."""
-    digest = hashlib.sha256(f"{sequence.dtype.str}{sequence.shape}".encode())
-    digest.update(sequence.tobytes())
-    return digest.digest()
+    """Identity of a request's inputs after decoding, so `1` and `1.0` count as the same.
+
+    The bytes alone suffice: a session's model fixes the dtype and the step width, so the
+    length of the bytes gives the number of steps."""
+    return hashlib.sha256(sequence.tobytes()).digest()
 
 
 def conflict_error(record: SessionRecord, seq: int) -> SessionConflictError:
@@ -72,14 +78,93 @@ class BatchStepRunner(Protocol):
         name each session and the stored writes involved (for a device state pool)."""
         ...
 
+    async def run_step_rows(
+        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+    ) -> RnnResult:
+        """Sequences of equal length: every output and final state at once, in order."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
-class StepItem:
-    """One session's steps inside a multi-session request; `inputs` is decoded, not checked."""
+class StepColumns:
+    """Steps for many distinct sessions, column-wise (as a binary frame carries them).
 
-    session_id: str
-    seq: int
+    Record i applies its `counts[i]` steps to session `session_ids[i]` from `seqs[i]`; the
+    steps of every record lie back to back in `inputs`, already the model's dtype and width
+    (float32 `[steps, input_size]`, or int64 `[steps]` token ids).
+    """
+
+    session_ids: Sequence[str]
+    seqs: Sequence[int] | npt.NDArray[np.uint64]
+    counts: npt.NDArray[np.integer[Any]]
     inputs: npt.NDArray[Any]
+
+    @staticmethod
+    def of(
+        session_ids: Sequence[str],
+        seqs: Sequence[int] | npt.NDArray[np.uint64],
+        sequences: Sequence[SequenceArray],
+    ) -> StepColumns:
+        """Columns from one array per record (each the model's dtype and width)."""
+        counts = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
+        return StepColumns(session_ids, seqs, counts, np.concatenate(sequences))
+
+    def sequences(self) -> list[npt.NDArray[Any]]:
+        """Each record's own steps (views into `inputs`)."""
+        ends = np.cumsum(self.counts, dtype=np.int64).tolist()
+        return [self.inputs[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class StepAnswers:
+    """What became of each record of a StepColumns, column-wise.
+
+    `answered[i]`: record i was applied, or (`replayed[i]`) answered again from the session's
+    stored answer; its `answer_rows[i]` rows of `outputs` follow those of the answered records
+    before it. Otherwise `errors[i]` says why nothing happened. `next_seqs[i]` is the
+    session's next expected seq, -1 when the session could not be read.
+    """
+
+    next_seqs: npt.NDArray[np.int64]
+    answered: npt.NDArray[np.bool_]
+    replayed: npt.NDArray[np.bool_]
+    errors: dict[int, RnnServeError]
+    outputs: FloatArray
+    answer_rows: npt.NDArray[np.int64]
+
+    def outputs_of(self, index: int) -> FloatArray | None:
+        """Record `index`'s answer rows, None when it was not answered."""
+        if not self.answered[index]:
+            return None
+        start = int(self.answer_rows[:index].sum())
+        return self.outputs[start : start + int(self.answer_rows[index])]
+
+    @staticmethod
+    def of(items: Sequence[ItemResult]) -> StepAnswers:
+        """Column-wise answers from one result per record."""
+        answered = [r.error is None for r in items]
+        outputs = [r.outputs for r in items if r.error is None and r.outputs is not None]
+        return StepAnswers(
+            next_seqs=np.fromiter(
+                (NO_SEQ if r.next_seq is None else r.next_seq for r in items), np.int64
+            ),
+            answered=np.array(answered, np.bool_),
+            replayed=np.array([r.replayed for r in items], np.bool_),
+            errors={i: r.error for i, r in enumerate(items) if r.error is not None},
+            outputs=_rows_together(outputs),
+            answer_rows=np.fromiter(
+                (len(r.outputs) if r.error is None and r.outputs is not None else 0 for r in items),
+                np.int64,
+            ),
+        )
+
+
+def _rows_together(parts: Sequence[FloatArray]) -> FloatArray:
+    if not parts:
+        return np.zeros((0, 0), np.float32)
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([p.reshape(len(p), -1) for p in parts])
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,51 +219,185 @@ class MultiStepper:
         self._conflicts = steps.labels("conflict")
 
     async def step_many(
-        self, model: LoadedModel, items: Sequence[StepItem], owner: str | None
-    ) -> list[ItemResult]:
-        """One result per item, in order. Items must name distinct sessions (a caller with
+        self, model: LoadedModel, columns: StepColumns, owner: str | None
+    ) -> StepAnswers:
+        """What became of each record. Records must name distinct sessions (a caller with
         several requests for one session sends them in successive calls)."""
+        store = self._store
+        if isinstance(store, ColumnarStore) and bool((columns.counts == 1).all()):
+            table = store.table_of(model.name, model.version)
+            if table is not None:
+                return await self._step_rows(model, columns, owner, store, table)
+        return StepAnswers.of(await self._step_records(model, columns, owner))
+
+    async def _step_rows(
+        self,
+        model: LoadedModel,
+        columns: StepColumns,
+        owner: str | None,
+        store: ColumnarStore,
+        table: SessionTable,
+    ) -> StepAnswers:
+        # one step per record, sessions column-wise: the path that keeps up with the model
+        ids = columns.session_ids
+        rows = store.locate(table, ids, owner)
+        found = rows >= 0
+        next_seqs = np.where(found, table.seq[np.maximum(rows, 0)], NO_SEQ)
+        errors: dict[int, RnnServeError] = {
+            int(i): _gone(ids[i]) for i in np.flatnonzero(~found).tolist()
+        }
+        for index, error in check_step_columns(
+            columns.inputs, columns.counts, model.card, max_steps=self._max_steps
+        ).items():
+            errors.setdefault(index, error)
+        valid = found.copy()
+        valid[list(errors)] = False
+        seqs = np.asarray(columns.seqs, np.uint64)
+        due = valid & (seqs == next_seqs.astype(np.uint64))
+        others: dict[int, FloatArray] = {}  # answers that are not this batch's rows
+        for index in np.flatnonzero(valid & ~due).tolist():
+            record = table.record(int(rows[index]))
+            self._replay_or_conflict(index, record, columns, errors, others)
+        runnable = np.flatnonzero(due)
+        outputs, applied = np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+        if runnable.size:
+            outputs, applied = await self._run_rows(
+                model, columns, table, rows, next_seqs, runnable, errors, others
+            )
+            next_seqs[applied] += 1
+        answered = np.zeros(len(ids), np.bool_)
+        answered[applied] = True
+        replayed = np.zeros(len(ids), np.bool_)
+        replayed[list(others)] = True
+        answered |= replayed
+        if others:  # interleave the stored answers with the batch's rows, in record order
+            mine = dict(zip(applied.tolist(), outputs, strict=True))
+            parts = [
+                others[i] if i in others else mine[i][None]
+                for i in np.flatnonzero(answered).tolist()
+            ]
+            outputs = _rows_together(parts)
+        return StepAnswers(
+            next_seqs=next_seqs,
+            answered=answered,
+            replayed=replayed,
+            errors=errors,
+            outputs=outputs,
+            answer_rows=answered.astype(np.int64),
+        )
+
+    async def _run_rows(
+        self,
+        model: LoadedModel,
+        columns: StepColumns,
+        table: SessionTable,
+        rows: npt.NDArray[np.int64],
+        next_seqs: npt.NDArray[np.int64],
+        runnable: npt.NDArray[np.int64],
+        errors: dict[int, RnnServeError],
+        others: dict[int, FloatArray],
+    ) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+        """Run the due records as one batch and write back those still due; the outputs of
+        the written ones and their record indices."""
+        every = runnable.size == len(columns.session_ids)
+        inputs = columns.inputs if every else columns.inputs[runnable]
+        sequences = list(inputs.reshape(len(runnable), 1, *inputs.shape[1:]))
+        digests = [digest_of(sequence) for sequence in sequences]
         try:
-            records = await self._store.get_many([item.session_id for item in items])
+            result = await self._runner.run_step_rows(
+                model, sequences, table.gather(rows[runnable])
+            )
+        except RnnServeError as exc:  # queue full, shutting down, model unloaded
+            for index in runnable.tolist():
+                errors[index] = exc
+            return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+        y = result.y[:, 0] if result.y.ndim == 3 else result.y
+        ids = columns.session_ids
+        written = table.commit(
+            rows[runnable],
+            ids if every else [ids[i] for i in runnable.tolist()],
+            next_seqs[runnable],
+            state=result.state,
+            outputs=y,
+            digests=digests,
+            now=self._clock(),
+        )
+        self._count(applied=int(written.sum()))
+        lost = runnable[~written].tolist()
+        if lost:  # another writer moved these sessions while the batch ran
+            winners = await self._store.get_many([ids[i] for i in lost])
+            for index, winner in zip(lost, winners, strict=True):
+                if winner is None:
+                    errors[index] = _gone(ids[index])
+                    next_seqs[index] = NO_SEQ
+                else:
+                    next_seqs[index] = winner.seq
+                    self._replay_or_conflict(index, winner, columns, errors, others)
+        return y[written], runnable[written]
+
+    def _replay_or_conflict(
+        self,
+        index: int,
+        record: SessionRecord,
+        columns: StepColumns,
+        errors: dict[int, RnnServeError],
+        others: dict[int, FloatArray],
+    ) -> None:
+        seq = int(columns.seqs[index])
+        if is_replay(record, seq, digest_of(columns.inputs[index : index + 1])):
+            self._count(replayed=1)
+            others[index] = record.last_outputs
+        else:
+            self._count(conflicts=1)
+            errors[index] = conflict_error(record, seq)
+
+    async def _step_records(
+        self, model: LoadedModel, columns: StepColumns, owner: str | None
+    ) -> list[ItemResult]:
+        try:
+            records = await self._store.get_many(columns.session_ids)
         except StoreUnavailableError as exc:
-            return [ItemResult(None, error=exc) for _ in items]
+            return [ItemResult(None, error=exc) for _ in columns.session_ids]
+        invalid = check_step_columns(
+            columns.inputs, columns.counts, model.card, max_steps=self._max_steps
+        )
+        sequences = columns.sequences()
         results: dict[int, ItemResult] = {}
         runnable: list[_Runnable] = []
-        for index, (item, record) in enumerate(zip(items, records, strict=True)):
+        mine = (owner, model.name, model.version)
+        replayed = conflicts = 0
+        seqs = [int(seq) for seq in columns.seqs]
+        for index, (record, seq) in enumerate(zip(records, seqs, strict=True)):
             # another key's session, or one of another model, answers like a missing one
-            if record is None or (record.owner, record.model, record.version) != (
-                owner,
-                model.name,
-                model.version,
-            ):
-                results[index] = ItemResult(None, error=_gone(item.session_id))
-                continue
-            checked = self._check(index, item, record, model)
-            if isinstance(checked, _Runnable):
-                runnable.append(checked)
+            if record is None or (record.owner, record.model, record.version) != mine:
+                results[index] = ItemResult(None, error=_gone(columns.session_ids[index]))
+            elif (error := invalid.get(index)) is not None:
+                results[index] = ItemResult(record.seq, error=error)
             else:
-                results[index] = checked
+                sequence = sequences[index]
+                digest = digest_of(sequence)
+                if seq == record.seq:
+                    runnable.append(_Runnable(index, record, sequence, digest))
+                elif is_replay(record, seq, digest):
+                    replayed += 1
+                    results[index] = ItemResult(record.seq, record.last_outputs, replayed=True)
+                else:
+                    conflicts += 1
+                    results[index] = ItemResult(record.seq, error=conflict_error(record, seq))
+        self._count(replayed=replayed, conflicts=conflicts)
         if runnable:
             results.update(await self._run(model, runnable))
-        return [results[index] for index in range(len(items))]
+        return [results[index] for index in range(len(records))]
 
-    def _check(
-        self, index: int, item: StepItem, record: SessionRecord, model: LoadedModel
-    ) -> _Runnable | ItemResult:
-        try:
-            sequence = check_sequence(
-                item.inputs, model.card, where=f"records[{index}]", max_steps=self._max_steps
-            )
-        except RnnServeError as exc:
-            return ItemResult(record.seq, error=exc)
-        digest = digest_of(sequence)
-        if item.seq == record.seq:
-            return _Runnable(index, record, sequence, digest)
-        if is_replay(record, item.seq, digest):
-            self._replayed.inc()
-            return ItemResult(record.seq, record.last_outputs, replayed=True)
-        self._conflicts.inc()
-        return ItemResult(record.seq, error=conflict_error(record, item.seq))
+    def _count(self, *, applied: int = 0, replayed: int = 0, conflicts: int = 0) -> None:
+        # one increment per outcome and call: a counter's lock costs as much as a record
+        for counter, count in (
+            (self._applied, applied),
+            (self._replayed, replayed),
+            (self._conflicts, conflicts),
+        ):
+            if count:
+                counter.inc(count)
 
     async def _run(
         self, model: LoadedModel, runnable: list[_Runnable]
@@ -218,10 +437,10 @@ class MultiStepper:
         lost: list[_Runnable] = []
         for r, record, ok in zip(runnable, updated, written, strict=True):
             if ok:
-                self._applied.inc()
                 done.append((r.index, ItemResult(record.seq, record.last_outputs)))
             else:
                 lost.append(r)
+        self._count(applied=len(done))
         if lost:
             done += await self._after_lost_races(lost)
         return done
@@ -237,10 +456,10 @@ class MultiStepper:
             if winner is None:
                 out.append((r.index, ItemResult(None, error=_gone(r.record.session_id))))
             elif is_replay(winner, r.record.seq, r.digest):
-                self._replayed.inc()
+                self._count(replayed=1)
                 out.append((r.index, ItemResult(winner.seq, winner.last_outputs, replayed=True)))
             else:
-                self._conflicts.inc()
+                self._count(conflicts=1)
                 out.append(
                     (r.index, ItemResult(winner.seq, error=conflict_error(winner, r.record.seq)))
                 )

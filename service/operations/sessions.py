@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -37,9 +37,9 @@ from service.errors import (
 from service.metrics import Metrics
 from service.operations.multistep import (
     BatchStepRunner,
-    ItemResult,
     MultiStepper,
-    StepItem,
+    StepAnswers,
+    StepColumns,
     conflict_error,
     digest_of,
     is_replay,
@@ -250,11 +250,11 @@ class SessionManager:
         return conflict_error(record, seq)
 
     async def step_many(
-        self, model: LoadedModel, items: Sequence[StepItem], owner: str | None
-    ) -> list[ItemResult]:
+        self, model: LoadedModel, columns: StepColumns, owner: str | None
+    ) -> StepAnswers:
         """Steps for many sessions of `model` (distinct ones) at once, each by the rules of
-        `step`; one result per item, a failed item failing alone (see operations.multistep)."""
-        return await self._multi.step_many(model, items, owner)
+        `step`; one result per record, a failed record failing alone (operations.multistep)."""
+        return await self._multi.step_many(model, columns, owner)
 
     async def reset(
         self, session_id: str, initial: RecurrentState | None, owner: str | None

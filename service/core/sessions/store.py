@@ -8,9 +8,15 @@ a store never hands out an object through which its own copy could change, and w
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from service.core.sessions.record import SessionRecord
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from service.core.sessions.table import SessionTable
 
 
 class SessionStore(Protocol):
@@ -84,4 +90,20 @@ class SessionStore(Protocol):
 
     async def close(self) -> None:
         """Release connections; the store is not used afterwards."""
+        ...
+
+
+@runtime_checkable
+class ColumnarStore(Protocol):
+    """A store that keeps sessions column-wise in this process (the memory store): a batch of
+    single steps reads and writes its sessions' rows directly (operations.multistep)."""
+
+    def table_of(self, model: str, version: int) -> SessionTable | None:
+        """The sessions of a model version (None: none yet)."""
+        ...
+
+    def locate(
+        self, table: SessionTable, session_ids: Sequence[str], owner: str | None
+    ) -> npt.NDArray[np.int64]:
+        """Each live session's row, -1 for a missing, expired or foreign one."""
         ...
