@@ -137,8 +137,13 @@ fi
 PROVIDERS="$PROVIDER,$CPU"
 [[ "$PROVIDER" == "$CPU" ]] && PROVIDERS=$CPU
 
-# 4. end-to-end tests, every server they start required to run on $PROVIDER
-say "e2e tests on $PROVIDER"
+# 4. end-to-end tests, every server they start required to run on $PROVIDER; the replica and
+#    mux tests too when a Redis answers on 127.0.0.1:6379 (as on the development host)
+if "$VPY" -c "import redis; redis.Redis(socket_timeout=1).ping()" >/dev/null 2>&1; then
+    E2E_TESTS+=(tests/e2e/test_redis_replicas.py tests/e2e/test_mux_replicas.py)
+fi
+say "e2e tests on $PROVIDER: ${E2E_TESTS[*]}"
+PYTHONPATH="$ROOT/clients/python${PYTHONPATH:+:$PYTHONPATH}" \
 RNNSERVE_TEST_REPOSITORY="$ROOT/$PREPARED/random" \
 TEST_SERVER_PROVIDERS="$PROVIDERS" TEST_SERVER_REQUIRE_PROVIDER="$PROVIDER" \
     timeout 240 "$VPY" -m pytest -q -p no:cacheprovider "${E2E_TESTS[@]}" \
