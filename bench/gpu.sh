@@ -15,6 +15,9 @@
 # onnxruntime-gpu already installed there is used as it is. Results: $GPU_SH_OUT, else $OUT
 # (the device tool's folder), else bench/out/gpu: results.md, and every step's log.
 # Each phase has its own time limit; the whole run is meant to take under ~8 minutes.
+# With the device tool: `bench/gpu.sh --prepare` here first, then run it there with
+# carry=["bench/out/gpu-models"] (bench/out/ is ignored by git, so it travels only if carried),
+# and a .whl/ folder carried too when that machine cannot reach the package index.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -82,7 +85,10 @@ RUNTIME=gpu
 py=${GPU_SH_PYTHON:-python3}
 if [[ ! -x "$VENV/bin/python" ]]; then
     say "creating $VENV with $($py --version 2>&1)"
-    "$py" -m venv --system-site-packages "$VENV" || exit 1
+    "$py" -m venv --system-site-packages "$VENV" || {
+        say "cannot create a venv with $py (Debian: apt-get install python3-venv; or GPU_SH_PYTHON=...)"
+        exit 1
+    }
 fi
 VPY="$ROOT/$VENV/bin/python"
 [[ "$VENV" == /* ]] && VPY="$VENV/bin/python"
