@@ -14,6 +14,7 @@ fresh host arrays before `run` returns: callers keep views of them for as long a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,12 +55,13 @@ class BoundRun:
         self._device_id = device_id
         self._binding = session.io_binding()
         self._buffers: dict[str, ort.OrtValue] = {}
+        self._capacity: dict[str, int] = {}  # elements of each buffer (shape() costs a call)
         self._output_names = ["y", *(s.output for s in card.states)]
 
     @property
     def buffer_sizes(self) -> dict[str, int]:
         """Elements held by each output's device buffer (for tests and the bench)."""
-        return {name: int(np.prod(v.shape())) for name, v in self._buffers.items()}
+        return dict(self._capacity)
 
     def output_shapes(self, feeds: Mapping[str, Any]) -> list[list[int]]:
         """What each output will hold for these inputs, as the model contract fixes it."""
@@ -96,7 +98,7 @@ class BoundRun:
                 # contiguous host memory; onnxruntime copies it to the device inside the run
                 binding.bind_cpu_input(name, np.ascontiguousarray(value))
         for name, shape in zip(self._output_names, self.output_shapes(feeds), strict=True):
-            buffer = self._buffer(name, int(np.prod(shape)))
+            buffer = self._buffer(name, math.prod(shape))
             binding.bind_output(
                 name, self._device, self._device_id, np.float32, shape, buffer.data_ptr()
             )
@@ -105,10 +107,11 @@ class BoundRun:
         binding.synchronize_outputs()
 
     def _buffer(self, name: str, elements: int) -> ort.OrtValue:
-        buffer = self._buffers.get(name)
-        if buffer is None or int(np.prod(buffer.shape())) < elements:
-            buffer = ort.OrtValue.ortvalue_from_shape_and_type(
-                [bucket_of(elements)], np.float32, self._device, self._device_id
-            )
-            self._buffers[name] = buffer
+        if self._capacity.get(name, 0) >= elements:
+            return self._buffers[name]
+        size = bucket_of(elements)
+        buffer = ort.OrtValue.ortvalue_from_shape_and_type(
+            [size], np.float32, self._device, self._device_id
+        )
+        self._buffers[name], self._capacity[name] = buffer, size
         return buffer
