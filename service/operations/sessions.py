@@ -35,15 +35,9 @@ from service.errors import (
     StoreUnavailableError,
 )
 from service.metrics import Metrics
-from service.operations.multistep import (
-    BatchStepRunner,
-    MultiStepper,
-    StepAnswers,
-    StepColumns,
-    conflict_error,
-    digest_of,
-    is_replay,
-)
+from service.operations.multistep import BatchStepRunner, MultiStepper
+from service.operations.step_columns import StepAnswers, StepColumns
+from service.operations.step_rules import conflict_error, digest_of, is_replay
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from service.core.state import RecurrentState, SequenceArray
 from service.core.version import LoadedModel
 from service.errors import SessionConflictError, SessionNotFoundError, StoreUnavailableError
 from service.metrics import Metrics
-from service.operations.multistep import MultiStepper, StepColumns
+from service.operations.multistep import MultiStepper
 from service.operations.sessions import SessionManager, SessionSettings
+from service.operations.step_columns import StepColumns
 from tests.support.clock import ManualClock
 from tests.unit.operations.test_sessions import FEATURES, DirectSteps, Sessions, repository
 
