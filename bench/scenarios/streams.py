@@ -159,3 +159,10 @@ async def streams64_ws(h: Harness) -> list[Row]:
 async def streams1024_ws(h: Harness) -> list[Row]:
     """1024 concurrent WebSocket streams on rnnserve; the step batcher's mean batch."""
     return await _rows(h, "streams1024_ws", [(RNNSERVE, WS)], h.budget.large_streams)
+
+
+async def streams10k_ws(h: Harness) -> list[Row]:
+    """10,000 concurrent WebSocket streams on rnnserve (full mode only)."""
+    if h.budget.huge_streams is None:
+        return [unavailable("streams10k_ws", RNNSERVE, WS, "skipped in --quick")]
+    return await _rows(h, "streams10k_ws", [(RNNSERVE, WS)], h.budget.huge_streams)
