@@ -25,6 +25,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.loadgen.closedloop import Worker
+from bench.loadgen.rawws import RawWebSocket, raw_connect
 from bench.model import INPUT_SIZE, OUTPUT_SIZE, Array
 
 MAGIC = b"RNM1"
@@ -100,7 +101,10 @@ async def mux_connect(url: str) -> ClientConnection:
     return await connect(url, compression=None, proxy=None, max_size=None, ping_interval=None)
 
 
-async def control(socket: ClientConnection, messages: Sequence[dict[str, Any]]) -> list[Any]:
+Socket = ClientConnection | RawWebSocket
+
+
+async def control(socket: Socket, messages: Sequence[dict[str, Any]]) -> list[Any]:
     """Send control messages back to back, then read one text answer per message (an
     `error` answer raises MuxError)."""
     for message in messages:
@@ -118,7 +122,7 @@ async def control(socket: ClientConnection, messages: Sequence[dict[str, Any]]) 
     return answers
 
 
-async def open_slots(socket: ClientConnection, count: int) -> list[str]:
+async def open_slots(socket: Socket, count: int) -> list[str]:
     """Open `count` sessions on slots 0..count-1; their session ids by slot."""
     answers = await control(socket, [{"op": "open", "slot": s} for s in range(count)])
     by_slot = {a["slot"]: a["session_id"] for a in answers if a.get("op") == "opened"}
@@ -127,7 +131,7 @@ async def open_slots(socket: ClientConnection, count: int) -> list[str]:
     return [by_slot[s] for s in range(count)]
 
 
-async def step_frame(socket: ClientConnection, frame: bytes) -> MuxAnswer:
+async def step_frame(socket: Socket, frame: bytes) -> MuxAnswer:
     """Send one step frame and read its answer (a text frame is the server's error)."""
     await socket.send(frame, text=False)
     answer = await socket.recv(decode=False)
@@ -140,13 +144,13 @@ async def step_frame(socket: ClientConnection, frame: bytes) -> MuxAnswer:
 class MuxLoad:
     """The connections of one mux load and the sessions on them."""
 
-    sockets: list[ClientConnection]
+    sockets: list[RawWebSocket]
     per_connection: int
 
     async def release(self, *, delete: bool) -> None:
         """Delete the sessions (best effort: a Redis store outlives the server), then close."""
 
-        async def one(socket: ClientConnection) -> None:
+        async def one(socket: RawWebSocket) -> None:
             try:
                 if delete:
                     for slot in range(self.per_connection):
@@ -162,7 +166,7 @@ class MuxLoad:
 async def mux_load(port: int, model: str, sessions: int, connections: int) -> MuxLoad:
     """Connect, and open `sessions` sessions spread evenly over `connections` sockets."""
     per_connection = sessions // connections
-    sockets = [await mux_connect(mux_url(port, model)) for _ in range(connections)]
+    sockets = [await raw_connect(mux_url(port, model)) for _ in range(connections)]
     try:
         await asyncio.gather(*(open_slots(s, per_connection) for s in sockets))
     except BaseException:
@@ -180,7 +184,7 @@ def mux_workers(load: MuxLoad, rng: np.random.Generator, blocks: int = 8) -> lis
         np.round(rng.standard_normal((n, INPUT_SIZE)), 4).astype("<f4") for _ in range(blocks)
     ]
 
-    def make(index: int, socket: ClientConnection) -> Worker:
+    def make(index: int, socket: RawWebSocket) -> Worker:
         seqs = np.zeros(n, dtype="<u8")
         request_id = 0
 

@@ -91,7 +91,7 @@ def _ws_target(h: Harness, streams: int) -> Target:
                 workers,
                 warmup_s=window.warmup_s,
                 measure_s=window.measure_s,
-                generator="websockets client",
+                generator="raw asyncio WebSocket client",
                 on_window_start=window.on_start,
                 on_window_end=window.on_end,
             )

@@ -44,7 +44,7 @@ from bench.scenarios.variants import (
 )
 
 MUX = "mux"
-GENERATOR = "websockets client, binary mux frames"
+GENERATOR = "raw asyncio WebSocket client, binary mux frames"
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ async def _prepare(h: Harness, label: str, server: Server, protocol: str, stream
             workers, sockets = await ws_workers(port, ids, step_inputs(h.rng))
         else:
             workers, connections = rest_workers(port, ids, step_inputs(h.rng))
-    generator = "websockets client" if protocol == WS else "builtin asyncio client"
+    generator = "raw asyncio WebSocket client" if protocol == WS else "builtin asyncio client"
 
     async def run(window: Window) -> LoadResult:
         return await run_closed_loop(
