@@ -33,6 +33,7 @@ from bench.rounds import Prepared, Target, run_targets
 
 REST, WS, V2_STATE = "REST", "WS", "V2 JSON, state via client"
 PROFILED = (RNNSERVE, "hand-tuned")  # with --profile: rnnserve, and the baseline it must beat
+PROFILED_SCENARIOS = ("streams64_rest", "streams64_ws", "streams1024_ws", "streams10k_ws")
 NO_SESSIONS = (
     "rnnserve offers no sessions routes yet (POST /v1/models/{name}/sessions, "
     "POST /v1/sessions/{id}/steps)"
@@ -104,7 +105,7 @@ def stream_target(
     """`streams` closed-loop single-step streams on one server, checked first; `transport`
     (REST or WS) defaults to `protocol`, which may carry a label such as "WS, batcher off"."""
     transport = transport or protocol
-    profiled = label in PROFILED and scenario in ("streams64_rest", "streams64_ws")
+    profiled = label in PROFILED and scenario in PROFILED_SCENARIOS
     return Target(
         scenario=scenario,
         label=label,
