@@ -14,7 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from service.core.batching import Batcher, SequenceResult
+from service.core.batching import (
+    Batcher,
+    SequenceResult,
+    default_inline_max_steps,
+    usable_cpus,
+)
 from service.core.inputs import Limits
 from service.core.repository import ModelEntry, Repository, RepositoryChange
 from service.core.sessions import log_sessions_on_exit, open_store
@@ -161,6 +166,9 @@ class Engine:
     def _start_workers(self, model: LoadedModel) -> ModelWorkers:
         s = self.settings
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{model.name}")
+        inline_max_steps = s.inline_max_steps
+        if inline_max_steps is None:
+            inline_max_steps = default_inline_max_steps(usable_cpus())
 
         def batcher(kind: str, max_batch_size: int, max_delay_ms: float) -> Batcher:
             return Batcher(
@@ -171,7 +179,7 @@ class Engine:
                 max_batch_size=max_batch_size,
                 max_delay_ms=max_delay_ms,
                 max_queue_size=s.max_queue_size,
-                inline_max_steps=s.inline_max_steps,
+                inline_max_steps=inline_max_steps,
             )
 
         predict = batcher("predict", s.max_batch_size, s.max_queue_delay_ms)

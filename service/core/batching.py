@@ -10,12 +10,18 @@ padded) runs each length in a batch as its own call: still exact, still batched 
 Small batches (at most `inline_max_steps` padded steps) run on the event loop itself: handing
 them to the worker thread costs more CPU than running them (measured ~60 us per hand-off on
 one core, against ~30 us for a batch of single steps). Larger batches go to the model's
-worker thread so the loop keeps parsing and answering meanwhile.
+worker thread so the loop keeps parsing and answering meanwhile — when there is another CPU to
+do so: a process that may run on one CPU only runs every batch inline (`default_inline_max_steps`),
+since there the thread cannot overlap with the loop and the hand-off and the GIL switches are
+pure cost (predict B=1 T=50 c=32 on one core: 18% less server CPU per request, p99 down by a
+third, bench predict_c32).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +36,20 @@ from service.core.state import FloatArray, RecurrentState, SequenceArray
 from service.core.stats import BatchRecorder
 from service.errors import NotReadyError, QueueFullError
 from service.metrics import Metrics
+
+INLINE_MAX_STEPS_MULTICORE = 256
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_inline_max_steps(cpus: int) -> int:
+    """Every batch inline on one CPU; batches up to 256 padded steps inline otherwise."""
+    return sys.maxsize if cpus <= 1 else INLINE_MAX_STEPS_MULTICORE
 
 
 @dataclass(frozen=True, slots=True)
