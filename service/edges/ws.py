@@ -23,7 +23,14 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from service.edges.errors import close_code_for, error_frame
-from service.edges.http.codec import decode_step, describe_session, render_step, to_array
+from service.edges.http.codec import (
+    JsonBody,
+    decode_step,
+    describe_session,
+    parse_body,
+    render_step,
+    step_inputs,
+)
 from service.edges.http.deps import engine_of, owner_of, query_version
 from service.edges.ws_auth import chosen_protocol
 from service.errors import InvalidInputError, LimitExceededError, NotFoundError, RnnServeError
@@ -38,15 +45,15 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 
 
-def parse_frame(message: Mapping[str, Any]) -> Any:
-    """The JSON inside a text or binary frame."""
+def parse_frame(message: Mapping[str, Any]) -> JsonBody:
+    """The JSON inside a text or binary frame (and whether it is plain, see JsonBody)."""
     data = message.get("text")
     if data is None:
         data = message.get("bytes") or b""
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(f"message is not valid JSON: {exc}") from None
+        return parse_body(data)
+    except InvalidInputError as exc:
+        raise InvalidInputError(exc.message.replace("body", "message", 1)) from None
 
 
 async def _refuse(websocket: WebSocket, exc: RnnServeError) -> None:
@@ -105,9 +112,10 @@ async def _pump(
             if message["type"] == "websocket.disconnect":
                 return
             try:
-                body = decode_step(parse_frame(message), seq_required=False)
+                frame = parse_frame(message)
+                body = decode_step(frame.payload, seq_required=False)
                 record = await sessions.get(session_id, owner)
-                inputs = to_array(body.inputs, where="inputs", what="a sequence")
+                inputs = step_inputs(body.inputs, frame.plain, sessions.model_of(record).card)
                 outcome = await sessions.step(record, seq=body.seq, inputs=inputs)
             except NotFoundError as exc:
                 await _refuse(websocket, exc)
