@@ -45,30 +45,46 @@ def parse_json(body: bytes | str) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class JsonBody:
-    """A parsed body, and whether it is `plain`: an object whose only strings are its own keys,
-    with no boolean or null anywhere. Then every nested list in it holds numbers (or lists)
-    only, and decodes straight to float32 (`to_array(float32=True)`) without the per-value
-    checks that name a bad value: there is none."""
+    """A parsed body, and whether it is `plain`: an object whose only strings, booleans and
+    nulls are its own keys and top-level values (`"output": "all"`, `"return_state": true`).
+    Then every list in it holds numbers (or lists) only, and decodes straight to float32
+    (`to_array(float32=True)`) without the per-value checks that name a bad value: there is
+    none."""
 
     payload: Any
     plain: bool
 
 
-def parse_body(data: bytes | str) -> JsonBody:
-    """Parse a body or message, and say whether it is plain (a few substring scans in C)."""
-    payload = parse_json(data)
-    if not isinstance(payload, dict):
-        return JsonBody(payload, False)
+_LITERALS = {"true": True, "false": False, "null": None}
+
+
+def _is_plain(data: bytes | str, payload: dict[str, Any]) -> bool:
+    # Every JSON string needs two unescaped quotes and every literal its word, so when the text
+    # has exactly as many as the top level accounts for, nothing nested is a string or literal.
+    # Top-level strings holding a quote or a literal's word could hide one: not plain then.
+    quotes = 2 * len(payload)
+    literals = dict.fromkeys(_LITERALS, 0)
+    for key, value in payload.items():
+        texts = [key]
+        if isinstance(value, str):
+            texts.append(value)
+            quotes += 2
+        elif value is None or isinstance(value, bool):
+            literals[orjson.dumps(value).decode()] += 1
+        for text in texts:
+            if '"' in text or any(word in text for word in _LITERALS):
+                return False
     if isinstance(data, str):
-        plain = data.count('"') == 2 * len(payload) and not any(w in data for w in _LITERALS)
+        counts = [data.count('"'), *(data.count(word) for word in _LITERALS)]
     else:
-        plain = data.count(b'"') == 2 * len(payload) and not any(w in data for w in _BYTE_LITERALS)
-    return JsonBody(payload, plain)
+        counts = [data.count(b'"'), *(data.count(word.encode()) for word in _LITERALS)]
+    return counts == [quotes, *literals.values()]
 
 
-# with no string values, these can only be JSON literals
-_LITERALS = ("true", "false", "null")
-_BYTE_LITERALS = tuple(w.encode() for w in _LITERALS)
+def parse_body(data: bytes | str) -> JsonBody:
+    """Parse a body or message, and say whether it is plain (a few substring counts in C)."""
+    payload = parse_json(data)
+    return JsonBody(payload, isinstance(payload, dict) and _is_plain(data, payload))
 
 
 def fields_of(payload: Any, allowed: frozenset[str], what: str) -> dict[str, Any]:

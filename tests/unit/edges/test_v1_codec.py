@@ -16,6 +16,8 @@ from service.errors import InvalidInputError
         b'{"seq": 0, "inputs": [[1.5, 2]]}',
         b'{"inputs":[[[1,2],[3,4]]]}',
         '{"seq":3,"inputs":[[0.25]]}',
+        b'{"inputs": [[[1.0]]], "output": "all", "return_state": false}',
+        b'{"inputs": [[[1.0]]], "output": null, "return_state": true}',
     ],
 )
 def test_numbers_under_plain_keys_are_plain(body: bytes | str) -> None:
@@ -28,10 +30,12 @@ def test_numbers_under_plain_keys_are_plain(body: bytes | str) -> None:
         b'{"seq": 0, "inputs": [[true]]}',
         b'{"seq": 0, "inputs": [[null]]}',
         b'{"seq": 0, "inputs": [["1.5"]]}',
-        b'{"inputs": [[1.0]], "output": "last"}',
         b'{"inputs": [[1.0]], "inputs": "x"}',
         b'{"inputs": [[{"a": 1}]]}',
-        b'{"inputs": [[1.0]], "return_state": false}',
+        b'{"inputs": [[1.0, false]], "return_state": true}',
+        b'{"inputs": [["x"]], "output": "all"}',
+        b'{"inputs": [[true]], "output": "\\u0074rue"}',
+        b'{"inputs": [["1", "2"]], "a\\u0022\\u0022": 1}',
         b"[[1.0]]",
         '{"seq": 0, "inputs": [[false]]}',
     ],
