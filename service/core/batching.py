@@ -80,11 +80,17 @@ class BatchJob:
 
 def pad_sequences(sequences: list[SequenceArray]) -> tuple[SequenceArray, npt.NDArray[np.int32]]:
     """Stack sequences into one zero-padded batch, with each one's length."""
-    lengths = np.fromiter((len(s) for s in sequences), np.int32, len(sequences))
+    sizes = [len(s) for s in sequences]
+    lengths = np.array(sizes, np.int32)
     if len(sequences) == 1:
         return sequences[0][None], lengths
+    longest = max(sizes)
+    first_shape = sequences[0].shape[1:]
+    if min(sizes) == longest:
+        # streaming steps: all of one length (usually 1), nothing to pad
+        return np.concatenate(sequences).reshape(len(sequences), longest, *first_shape), lengths
     first = sequences[0]
-    inputs = np.zeros((len(sequences), int(lengths.max()), *first.shape[1:]), first.dtype)
+    inputs = np.zeros((len(sequences), longest, *first.shape[1:]), first.dtype)
     for row, seq in enumerate(sequences):
         inputs[row, : len(seq)] = seq
     return inputs, lengths
