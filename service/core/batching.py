@@ -88,7 +88,10 @@ def pad_sequences(sequences: list[SequenceArray]) -> tuple[SequenceArray, npt.ND
     first_shape = sequences[0].shape[1:]
     if min(sizes) == longest:
         # streaming steps: all of one length (usually 1), nothing to pad
-        return np.concatenate(sequences).reshape(len(sequences), longest, *first_shape), lengths
+        stacked: SequenceArray = np.concatenate(sequences).reshape(
+            len(sequences), longest, *first_shape
+        )
+        return stacked, lengths
     first = sequences[0]
     inputs = np.zeros((len(sequences), longest, *first.shape[1:]), first.dtype)
     for row, seq in enumerate(sequences):
