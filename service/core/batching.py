@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -88,10 +89,8 @@ def pad_sequences(sequences: list[SequenceArray]) -> tuple[SequenceArray, npt.ND
     first_shape = sequences[0].shape[1:]
     if min(sizes) == longest:
         # streaming steps: all of one length (usually 1), nothing to pad
-        stacked: SequenceArray = np.concatenate(sequences).reshape(
-            len(sequences), longest, *first_shape
-        )
-        return stacked, lengths
+        stacked = np.concatenate(sequences).reshape(len(sequences), longest, *first_shape)
+        return cast(SequenceArray, stacked), lengths
     first = sequences[0]
     inputs = np.zeros((len(sequences), longest, *first.shape[1:]), first.dtype)
     for row, seq in enumerate(sequences):
