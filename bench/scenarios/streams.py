@@ -33,7 +33,9 @@ from bench.rounds import Prepared, Target, run_targets
 
 REST, WS, V2_STATE = "REST", "WS", "V2 JSON, state via client"
 PROFILED = (RNNSERVE, "hand-tuned")  # with --profile: rnnserve, and the baseline it must beat
-PROFILED_SCENARIOS = ("streams64_rest", "streams64_ws", "streams1024_ws", "streams10k_ws")
+PROFILED_SCENARIOS = (
+    "streams64_rest", "streams64_ws", "streams1024_ws", "streams10k_ws", "redis_store",
+)  # fmt: skip
 NO_SESSIONS = (
     "rnnserve offers no sessions routes yet (POST /v1/models/{name}/sessions, "
     "POST /v1/sessions/{id}/steps)"
@@ -89,6 +91,15 @@ async def _prepare(h: Harness, label: str, server: Server, protocol: str, stream
     return Prepared(run, release)
 
 
+def _profile_name(scenario: str, label: str, protocol: str) -> str:
+    """`scenario-label`, plus the variant (`redis_store-rnnserve-WS-Redis`) where one scenario
+    measures one server under several protocols and stores."""
+    if scenario in ("streams64_rest", "streams64_ws", "streams1024_ws", "streams10k_ws"):
+        return f"{scenario}-{label}"
+    variant = "-".join(part.replace(" ", "_") for part in protocol.split(", "))
+    return f"{scenario}-{label}-{variant}"
+
+
 def stream_target(
     h: Harness,
     scenario: str,
@@ -116,7 +127,7 @@ def stream_target(
         check=_check_for(h, label, server, transport),
         prepare=lambda: _prepare(h, label, server, transport, streams),
         batch_kind="step" if label == RNNSERVE else None,
-        profile_name=f"{scenario}-{label}" if profiled else None,
+        profile_name=_profile_name(scenario, label, protocol) if profiled else None,
         extra=extra,
         note=note,
     )
