@@ -170,7 +170,7 @@ class Engine:
         if inline_max_steps is None:
             inline_max_steps = default_inline_max_steps(usable_cpus())
 
-        def batcher(kind: str, max_batch_size: int, max_delay_ms: float) -> Batcher:
+        def batcher(kind: str, max_batch_size: int, max_delay_ms: float, queue: int) -> Batcher:
             return Batcher(
                 model.runner,
                 kind=kind,
@@ -178,12 +178,12 @@ class Engine:
                 metrics=self.metrics,
                 max_batch_size=max_batch_size,
                 max_delay_ms=max_delay_ms,
-                max_queue_size=s.max_queue_size,
+                max_queue_size=queue,
                 inline_max_steps=inline_max_steps,
             )
 
-        predict = batcher("predict", s.max_batch_size, s.max_queue_delay_ms)
-        step = batcher("step", s.max_step_batch_size, s.max_step_delay_ms)
+        predict = batcher("predict", s.max_batch_size, s.max_queue_delay_ms, s.max_queue_size)
+        step = batcher("step", s.max_step_batch_size, s.max_step_delay_ms, s.max_step_queue_size)
         predict.start()
         step.start()
         return ModelWorkers(executor, predict, step)
