@@ -14,9 +14,10 @@ reconnects and continues.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import orjson
@@ -76,7 +77,9 @@ async def stream_session(websocket: WebSocket, session_id: str) -> None:
     except RnnServeError as exc:
         await _refuse(websocket, exc)
         return
-    await _pump(websocket, sessions, record.session_id, owner, hello=describe_session(record))
+    await _shallow(
+        _pump(websocket, sessions, record.session_id, owner, hello=describe_session(record))
+    )
 
 
 @router.websocket("/v1/models/{name}/stream")
@@ -91,7 +94,19 @@ async def stream_new_session(websocket: WebSocket, name: str) -> None:
     except RnnServeError as exc:
         await _refuse(websocket, exc)
         return
-    await _pump(websocket, sessions, record.session_id, owner, hello=describe_session(record))
+    await _shallow(
+        _pump(websocket, sessions, record.session_id, owner, hello=describe_session(record))
+    )
+
+
+async def _shallow(pump: Coroutine[Any, Any, None]) -> None:
+    """Run a socket's message loop as a task of its own, awaited here.
+
+    The endpoint runs ~20 coroutines deep (uvicorn, middleware, FastAPI and Starlette routing),
+    and every time a coroutine resumes, each frame of that chain resumes with it: twice per
+    step (the next message, the batch's answer). The task resumes only its own frames; its
+    context (request id) is a copy of the endpoint's, and cancelling the endpoint cancels it."""
+    await asyncio.get_running_loop().create_task(pump)
 
 
 async def _pump(
