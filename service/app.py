@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from service.core.repository import Repository
-from service.edges import ws
+from service.edges import mux, ws
 from service.edges.docs import install_docs
 from service.edges.errors import install_error_handlers
 from service.edges.http import models, ops, sessions
@@ -87,6 +87,7 @@ def create_app(
     app.include_router(models.router)
     app.include_router(sessions.router)
     app.include_router(ws.router)
+    app.include_router(mux.router)
     # before v2: /v2/models/stats must not be read as a model named "stats"
     app.include_router(triton.router)
     app.include_router(v2.router)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
+
 from service.core.batching import (
     Batcher,
     SequenceResult,
@@ -22,6 +24,7 @@ from service.core.batching import (
 )
 from service.core.inputs import Limits
 from service.core.repository import ModelEntry, Repository, RepositoryChange
+from service.core.runtime import RnnResult
 from service.core.sessions import log_sessions_on_exit, open_store
 from service.core.state import RecurrentState, SequenceArray
 from service.core.version import LoadedModel
@@ -230,3 +233,39 @@ class Engine:
         """One session's steps through the model's step batcher."""
         (result,) = await self._workers_of(model).step.submit([sequence], state)
         return result
+
+    async def run_step_batch(
+        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+    ) -> list[SequenceResult]:
+        """Many sessions' steps through the step batcher, in jobs of at most one batch each
+        (they queue together, so a large set still runs back to back)."""
+        step = self._workers_of(model).step
+        size = self.settings.max_step_batch_size
+        if len(sequences) <= size:
+            return await step.submit(sequences, states)
+        parts = await asyncio.gather(
+            *(
+                step.submit(sequences[start : start + size], states.rows(start, start + size))
+                for start in range(0, len(sequences), size)
+            )
+        )
+        return [result for part in parts for result in part]
+
+    async def run_step_rows(
+        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+    ) -> RnnResult:
+        """Sequences of equal length through the step batcher, their outputs and final states
+        returned whole (in jobs of at most one batch each, joined back in order)."""
+        step = self._workers_of(model).step
+        size = self.settings.max_step_batch_size
+        if len(sequences) <= size:
+            return await step.submit_whole(sequences, states)
+        parts = await asyncio.gather(
+            *(
+                step.submit_whole(sequences[start : start + size], states.rows(start, start + size))
+                for start in range(0, len(sequences), size)
+            )
+        )
+        return RnnResult(
+            np.concatenate([p.y for p in parts]), RecurrentState.stack([p.state for p in parts])
+        )

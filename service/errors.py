@@ -114,6 +114,13 @@ class UnauthorizedError(RnnServeError):
     type = "unauthorized"
 
 
+class InternalError(RnnServeError):
+    """Something failed inside the server (logged with its traceback); said in-band on streams
+    that outlive one failure."""
+
+    type = "internal_error"
+
+
 class RepositoryError(RnnServeError):
     """A model directory is broken: bad card, missing or corrupt graph, sha mismatch."""
 

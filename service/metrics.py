@@ -72,6 +72,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.mux_records = Counter(
+            "rnnserve_mux_records",
+            "Records of mux step frames by status (applied, replayed, conflict, gone, ...)",
+            ["status"],
+            registry=r,
+        )
         self.store_up = Gauge(
             "rnnserve_session_store_up", "1 when the session store answers, else 0", registry=r
         )

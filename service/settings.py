@@ -77,9 +77,10 @@ class Settings(BaseSettings):
     max_sessions_per_key: int = Field(default=10_000, ge=1)
     max_step_batch_size: int = Field(default=256, ge=1)
     max_step_delay_ms: float = Field(default=0.5, ge=0)
-    # steps waiting per model before 429: one per stream stepping at that moment, so it bounds
-    # the concurrent streams (10,000 WebSocket streams overflowed the predict queue's 1,024)
+    # sessions' steps waiting for the step batcher; a mux frame queues all of its records
     max_step_queue_size: int = Field(default=16_384, ge=1)
+    # records (sessions) in one binary step frame of WS /v1/models/{name}/mux
+    mux_max_records: int = Field(default=4096, ge=1)
     store_timeout_s: float = Field(default=1.0, gt=0)
 
     # the live page at /ui (static files, no data of its own); RNNSERVE_UI=false removes it

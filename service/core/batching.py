@@ -65,13 +65,20 @@ class SequenceResult:
     state: RecurrentState
 
 
+JobResult = list[SequenceResult] | RnnResult
+
+
 @dataclass(slots=True)
 class BatchJob:
-    """Sequences from one request, waiting for a batch; `states` None means zeros."""
+    """Sequences from one request, waiting for a batch; `states` None means zeros.
+
+    A `whole` job gets its rows of the batch's outputs as one RnnResult (views, in job order)
+    instead of a result per sequence: the caller stores them column-wise itself."""
 
     sequences: list[SequenceArray]
     states: RecurrentState | None
-    future: asyncio.Future[list[SequenceResult]]
+    future: asyncio.Future[JobResult]
+    whole: bool = False
     queued_at: float = field(default_factory=time.perf_counter)
     size: int = field(init=False)
 
@@ -108,7 +115,7 @@ def assemble_batch(jobs: list[BatchJob], runner: ModelRunner) -> RnnBatch:
 def run_batch(batch: RnnBatch, runner: ModelRunner) -> list[SequenceResult]:
     """One call, or one call per length when the model is not padding-safe; a result per row."""
     if runner.card.padding_safe or len(batch.seq_lens) == 1:
-        return _split(batch, runner.run(batch))
+        return _split(batch.seq_lens, runner.run(batch))
     results: list[SequenceResult | None] = [None] * len(batch.seq_lens)
     for length in np.unique(batch.seq_lens):
         rows = np.flatnonzero(batch.seq_lens == length)
@@ -117,33 +124,49 @@ def run_batch(batch: RnnBatch, runner: ModelRunner) -> list[SequenceResult]:
             batch.seq_lens[rows],
             RecurrentState(tuple(a[:, rows] for a in batch.state.arrays)),
         )
-        for row, result in zip(rows, _split(part, runner.run(part)), strict=True):
+        for row, result in zip(rows, _split(part.seq_lens, runner.run(part)), strict=True):
             results[row] = result
     return [r for r in results if r is not None]
 
 
-def _split(batch: RnnBatch, result: RnnResult) -> list[SequenceResult]:
-    if result.y.shape[0] != len(batch.seq_lens):
+def _split(lengths: npt.NDArray[np.int32], result: RnnResult) -> list[SequenceResult]:
+    if result.y.shape[0] != len(lengths):
         raise RuntimeError("batch axis changed inside the graph")
     per_step = result.y.ndim == 3
+    # each row's state owns its memory: a stored view would pin the whole batch's state
+    states = result.state.owned_rows()
     return [
-        SequenceResult(
-            result.y[row, :length] if per_step else result.y[row : row + 1],
-            result.state.row(row),
-        )
-        for row, length in enumerate(batch.seq_lens.tolist())
+        SequenceResult(result.y[row, :length] if per_step else result.y[row : row + 1], state)
+        for (row, length), state in zip(enumerate(lengths.tolist()), states, strict=True)
     ]
 
 
-def run_jobs(jobs: list[BatchJob], runner: ModelRunner) -> list[list[SequenceResult]]:
-    """One batch for all jobs, split back per job and per sequence."""
-    rows = run_batch(assemble_batch(jobs, runner), runner)
-    out: list[list[SequenceResult]] = []
-    start = 0
-    for job in jobs:
-        out.append(rows[start : start + job.size])
-        start += job.size
+def run_jobs(jobs: list[BatchJob], runner: ModelRunner) -> list[JobResult]:
+    """One batch for all jobs, split back per job (and per sequence, unless the job is whole)."""
+    batch = assemble_batch(jobs, runner)
+    lengths = batch.seq_lens
+    if not (runner.card.padding_safe or lengths.min() == lengths.max()):
+        rows = run_batch(batch, runner)
+        return [_rows_of(job, rows[a:b]) for job, (a, b) in zip(jobs, _spans(jobs), strict=True)]
+    result = runner.run(batch)
+    if result.y.shape[0] != len(lengths):
+        raise RuntimeError("batch axis changed inside the graph")
+    out: list[JobResult] = []
+    for job, (a, b) in zip(jobs, _spans(jobs), strict=True):
+        part = RnnResult(result.y[a:b], result.state.rows(a, b))
+        out.append(part if job.whole else _split(lengths[a:b], part))
     return out
+
+
+def _spans(jobs: list[BatchJob]) -> list[tuple[int, int]]:
+    ends = np.cumsum([job.size for job in jobs]).tolist()
+    return list(zip([0, *ends[:-1]], ends, strict=True))
+
+
+def _rows_of(job: BatchJob, rows: list[SequenceResult]) -> JobResult:
+    if not job.whole:
+        return rows
+    return RnnResult(np.stack([r.y for r in rows]), RecurrentState.stack([r.state for r in rows]))
 
 
 class Batcher:
@@ -197,6 +220,22 @@ class Batcher:
         self, sequences: list[SequenceArray], states: RecurrentState | None = None
     ) -> list[SequenceResult]:
         """Queue sequences (and their initial states); returns one result per sequence."""
+        rows = await self._queue(sequences, states, whole=False)
+        assert isinstance(rows, list)
+        return rows
+
+    async def submit_whole(
+        self, sequences: list[SequenceArray], states: RecurrentState
+    ) -> RnnResult:
+        """Queue sequences of equal length; returns their rows of the batch's outputs at once
+        (`y` and the states after each sequence, in order; views into the batch)."""
+        result = await self._queue(sequences, states, whole=True)
+        assert isinstance(result, RnnResult)
+        return result
+
+    async def _queue(
+        self, sequences: list[SequenceArray], states: RecurrentState | None, *, whole: bool
+    ) -> JobResult:
         if self._closing:
             raise NotReadyError("the server is shutting down", retry_after_s=1.0)
         if self._queued + len(sequences) > self._max_queue:
@@ -204,7 +243,7 @@ class Batcher:
             raise QueueFullError(
                 f"the {self._kind} queue of {self._runner.card.name} is full", retry_after_s=1.0
             )
-        job = BatchJob(sequences, states, asyncio.get_running_loop().create_future())
+        job = BatchJob(sequences, states, asyncio.get_running_loop().create_future(), whole)
         self._pending.append((self._clock(), job))
         self._queued += job.size
         self._queue_depth.set(self._queued)

@@ -34,9 +34,22 @@ class RecurrentState:
             tuple(np.zeros((s.rows, batch_size, s.width), np.float32) for s in specs)
         )
 
-    def row(self, index: int) -> RecurrentState:
-        """The state of one sequence, still with a batch axis of 1 (views, not copies)."""
-        return RecurrentState(tuple(a[:, index : index + 1] for a in self.arrays))
+    def owned_rows(self) -> list[FrozenState]:
+        """One state per sequence of the batch, each compact, read-only and owning its memory
+        (as `frozen` makes them), split in one pass over each tensor."""
+        per_tensor = []
+        for array in self.arrays:
+            rows, batch, width = array.shape
+            by_row = np.ascontiguousarray(array.transpose(1, 0, 2), dtype=np.float32)
+            per_tensor.append(by_row.reshape(batch, rows, 1, width))
+        return [
+            FrozenState(tuple(_owned(tensor[row]) for tensor in per_tensor))
+            for row in range(len(per_tensor[0]) if per_tensor else 0)
+        ]
+
+    def rows(self, start: int, stop: int) -> RecurrentState:
+        """The states of sequences `start` to `stop` of a batch (views, not copies)."""
+        return RecurrentState(tuple(a[:, start:stop] for a in self.arrays))
 
     @staticmethod
     def stack(states: Sequence[RecurrentState]) -> RecurrentState:
@@ -50,16 +63,27 @@ class RecurrentState:
             )
         )
 
-    def frozen(self) -> RecurrentState:
+    def frozen(self) -> FrozenState:
         """A compact, read-only copy (unless it already is one).
 
         Batch results are views into the whole batch's output; keeping such a view would pin
         every other row of that batch in memory, so stored states always own their arrays.
         """
-        arrays = tuple(_frozen(a) for a in self.arrays)
-        if all(new is old for new, old in zip(arrays, self.arrays, strict=True)):
+        if isinstance(self, FrozenState):
             return self
-        return RecurrentState(arrays)
+        return FrozenState(tuple(_frozen(a) for a in self.arrays))
+
+
+class FrozenState(RecurrentState):
+    """A state whose arrays are compact, read-only and own their memory: `frozen` is free."""
+
+    __slots__ = ()
+
+
+def _owned(view: FloatArray) -> FloatArray:
+    out = view.copy()
+    out.flags.writeable = False
+    return out
 
 
 def _frozen(array: FloatArray) -> FloatArray:

@@ -8,7 +8,7 @@ a generic 500 carrying the request id: internals never leak.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service import errors
+from service.edges.mux_wire import MuxStatus
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,42 @@ STATUS_BY_ERROR: dict[type[errors.RnnServeError], int] = {
     errors.StoreUnavailableError: 503,
     errors.NotReadyError: 503,
     errors.RepositoryError: 500,
+    errors.InternalError: 500,
     errors.NotSupportedError: 501,
 }
 
 
+T = TypeVar("T")
+
+# a record of a mux step frame answers a status instead of an HTTP error
+MUX_STATUS_BY_ERROR: dict[type[errors.RnnServeError], MuxStatus] = {
+    errors.SessionConflictError: MuxStatus.CONFLICT,
+    errors.NotFoundError: MuxStatus.GONE,
+    errors.InvalidInputError: MuxStatus.INVALID,
+    errors.LimitExceededError: MuxStatus.OVER_LIMIT,
+    errors.QueueFullError: MuxStatus.OVER_LIMIT,
+    errors.TooManySessionsError: MuxStatus.OVER_LIMIT,
+    errors.RetryLaterError: MuxStatus.UNAVAILABLE,
+}
+
+
+def _nearest(exc: errors.RnnServeError, table: dict[type[errors.RnnServeError], T]) -> T | None:
+    for cls in type(exc).__mro__:
+        if cls in table:
+            return table[cls]
+    return None
+
+
 def status_for(exc: errors.RnnServeError) -> int:
     """Walk the class hierarchy to the nearest mapped class."""
-    for cls in type(exc).__mro__:
-        if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]
-    return 500
+    status = _nearest(exc, STATUS_BY_ERROR)
+    return 500 if status is None else status
+
+
+def mux_status_for(exc: errors.RnnServeError) -> MuxStatus:
+    """The status of a mux record that failed with `exc` (retry later when unmapped)."""
+    status = _nearest(exc, MUX_STATUS_BY_ERROR)
+    return MuxStatus.UNAVAILABLE if status is None else status
 
 
 def is_v2(path: str) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -35,6 +34,15 @@ from service.errors import (
     StoreUnavailableError,
 )
 from service.metrics import Metrics
+from service.operations.multistep import (
+    BatchStepRunner,
+    MultiStepper,
+    StepAnswers,
+    StepColumns,
+    conflict_error,
+    digest_of,
+    is_replay,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +57,9 @@ class ModelLookup(Protocol):
         ...
 
 
-class StepRunner(Protocol):
-    """Runs steps of one sequence from a state, batched with other sessions' steps."""
+class StepRunner(BatchStepRunner, Protocol):
+    """Runs steps of one sequence from a state, batched with other sessions' steps (and, as
+    a BatchStepRunner, many sessions' steps at once)."""
 
     async def run_steps(
         self, model: LoadedModel, sequence: SequenceArray, state: RecurrentState
@@ -85,13 +94,6 @@ class StepOutcome:
         return self.record.seq
 
 
-def digest_of(sequence: SequenceArray) -> bytes:
-    """Identity of a request's inputs after decoding, so `1` and `1.0` count as the same."""
-    digest = hashlib.sha256(f"{sequence.dtype.str}{sequence.shape}".encode())
-    digest.update(sequence.tobytes())
-    return digest.digest()
-
-
 def sweep_interval_s(ttl_s: float) -> float:
     """How often expired sessions are swept: a quarter TTL, between 50 ms and 5 s."""
     return min(max(ttl_s / 4, 0.05), 5.0)
@@ -119,6 +121,9 @@ class SessionManager:
         self._max_steps = settings.max_steps
         self._zeros: dict[tuple[str, int], RecurrentState] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._multi = MultiStepper(
+            runner=runner, store=store, metrics=metrics, max_steps=self._max_steps, clock=clock
+        )
         steps = metrics.session_steps
         self._applied = steps.labels("applied")
         self._replayed = steps.labels("replayed")
@@ -208,7 +213,7 @@ class SessionManager:
         sequence = check_sequence(inputs, model.card, where="inputs", max_steps=self._max_steps)
         digest = digest_of(sequence)
         if seq is not None and seq != record.seq:
-            if seq == record.last_seq and digest == record.last_digest:
+            if is_replay(record, seq, digest):
                 self._replayed.inc()
                 return StepOutcome(record.last_outputs, record, replayed=True)
             raise self._conflict(record, seq)
@@ -226,22 +231,21 @@ class SessionManager:
             return StepOutcome(result.y, updated, replayed=False)
         # lost the race for this seq: the winner's answer is ours too if it did the same steps
         winner = await self.get(record.session_id, record.owner)
-        if winner.last_seq == record.seq and winner.last_digest == digest:
+        if is_replay(winner, record.seq, digest):
             self._replayed.inc()
             return StepOutcome(winner.last_outputs, winner, replayed=True)
         raise self._conflict(winner, record.seq)
 
     def _conflict(self, record: SessionRecord, seq: int) -> SessionConflictError:
         self._conflicts.inc()
-        if seq == record.last_seq:
-            message = f"seq {seq} was already applied with different inputs"
-        elif seq < record.seq:
-            message = f"seq {seq} was already applied"
-        else:
-            message = f"seq {seq} leaves a gap"
-        return SessionConflictError(
-            f"{message}; the session expects seq {record.seq}", expected_seq=record.seq
-        )
+        return conflict_error(record, seq)
+
+    async def step_many(
+        self, model: LoadedModel, columns: StepColumns, owner: str | None
+    ) -> StepAnswers:
+        """Steps for many sessions of `model` (distinct ones) at once, each by the rules of
+        `step`; one result per record, a failed record failing alone (operations.multistep)."""
+        return await self._multi.step_many(model, columns, owner)
 
     async def reset(
         self, session_id: str, initial: RecurrentState | None, owner: str | None

@@ -99,6 +99,15 @@ class AsgiWebSocket:
         """The next frame, parsed."""
         return orjson.loads(await self.receive_text())
 
+    async def receive_bytes(self) -> bytes:
+        """The next binary frame; a text frame fails the test with its text."""
+        message = await asyncio.wait_for(self._from_app.get(), 30)
+        if message["type"] == "websocket.close":
+            raise WebSocketClosedError(message.get("code", 1000), message.get("reason", ""))
+        assert message.get("bytes") is not None, message.get("text")
+        data: bytes = message["bytes"]
+        return data
+
 
 @dataclass
 class Harness:

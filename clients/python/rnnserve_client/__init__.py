@@ -26,6 +26,7 @@ from rnnserve_client.errors import (
     UnauthorizedError,
     UnavailableError,
 )
+from rnnserve_client.mux import MuxResult, MuxSession, MuxStatus, MuxStream
 from rnnserve_client.sync import Client, Session
 from rnnserve_client.types import ModelInfo, Prediction, SessionInfo, SessionState, StepResult
 
@@ -38,6 +39,10 @@ __all__ = [
     "LimitExceededError",
     "ModelInfo",
     "ModelNotFoundError",
+    "MuxResult",
+    "MuxSession",
+    "MuxStatus",
+    "MuxStream",
     "NotFoundError",
     "NotStreamableError",
     "Prediction",

@@ -1,9 +1,7 @@
 """The asyncio client: `AsyncClient`, `AsyncSession`, and `Stream` (one session over a WebSocket).
 
-Extension point: the multiplexed binary stream (`WS /v1/models/{name}/mux`, "RNM1" frames,
-many sessions on one socket) does not exist on the server yet. When it does, it belongs here
-as its own class beside `Stream`, opened by an `AsyncClient` method, reusing `Retry`, the
-typed errors and `ws_protocols`; `Stream` stays the one-session JSON socket.
+Many sessions over one socket (`WS /v1/models/{name}/mux`, RNM1 binary frames) are
+`rnnserve_client.mux.MuxStream`, opened by `AsyncClient.mux`.
 """
 
 from __future__ import annotations
@@ -39,6 +37,7 @@ from rnnserve_client.errors import (
     StreamClosedError,
     error_from,
 )
+from rnnserve_client.mux import MuxStream
 from rnnserve_client.types import (
     ModelInfo,
     Prediction,
@@ -172,6 +171,12 @@ class AsyncClient:
         """Open a new session over a WebSocket (`WS /v1/models/{name}/stream`)."""
         query = "" if version is None else f"?version={version}"
         stream = Stream(self, f"/v1/models/{name}/stream{query}")
+        await stream.connect()
+        return stream
+
+    async def mux(self, name: str, *, version: int | None = None) -> MuxStream:
+        """A connected multiplexed stream of model `name` (many sessions, binary frames)."""
+        stream = MuxStream(self, name, version)
         await stream.connect()
         return stream
 

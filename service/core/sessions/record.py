@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,15 +44,6 @@ class SessionRecord:
     created_at: float
     expires_at: float
     ttl_s: float
-
-
-def frozen_record(record: SessionRecord) -> SessionRecord:
-    """The record with its arrays compact and read-only (a no-op when they are)."""
-    state = record.state.frozen()
-    initial = None if record.initial is None else record.initial.frozen()
-    if state is record.state and initial is record.initial:
-        return record
-    return replace(record, state=state, initial=initial)
 
 
 def advanced(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from service.core.sessions.record import SessionRecord
 from service.core.sessions.redis_codec import decode_record, encode_record
 from service.core.sessions.redis_lua import COMPARE_AND_SET, COUNT, CREATE, DELETE, SCRIPTS, SWEEP
-from service.core.sessions.redis_pipe import Arg, CommandPipe, StoreHealth
+from service.core.sessions.redis_pipe import Arg, Command, CommandPipe, StoreHealth
 from service.errors import RnnServeError, TooManySessionsError
 from service.metrics import Metrics
 
@@ -141,13 +141,30 @@ class RedisSessionStore:
         """The live record or None (Redis drops a record when its TTL runs out)."""
         return decode_record(session_id, await self._pipe.call("HGETALL", self._key(session_id)))
 
+    async def get_many(self, session_ids: Sequence[str]) -> list[SessionRecord | None]:
+        """The live records or None, in order, in one round trip."""
+        replies = await self._pipe.call_many([("HGETALL", self._key(i)) for i in session_ids])
+        return [decode_record(i, r) for i, r in zip(session_ids, replies, strict=True)]
+
     async def compare_and_set(self, record: SessionRecord, *, expected_seq: int) -> bool:
         """Replace the record whole if its stored seq is `expected_seq`; refreshes its TTL."""
+        reply = await self._pipe.call(*self._compare_and_set(record, expected_seq))
+        return int(reply) == 1
+
+    async def compare_and_set_many(
+        self, records: Sequence[SessionRecord], expected_seqs: Sequence[int]
+    ) -> list[bool]:
+        """Every record's compare-and-set script, in one round trip; each succeeds on its own."""
+        commands = [
+            self._compare_and_set(r, s) for r, s in zip(records, expected_seqs, strict=True)
+        ]
+        return [int(reply) == 1 for reply in await self._pipe.call_many(commands)]
+
+    def _compare_and_set(self, record: SessionRecord, expected_seq: int) -> Command:
         keys = self._keys(record)
         args: list[Arg] = [record.session_id, self._ttl_ms(record.expires_at), expected_seq]
         args += encode_record(record)
-        reply = await self._pipe.call("EVALSHA", COMPARE_AND_SET.sha, len(keys), *keys, *args)
-        return int(reply) == 1
+        return ("EVALSHA", COMPARE_AND_SET.sha, len(keys), *keys, *args)
 
     async def delete(self, session_id: str) -> bool:
         """Remove the record and its cap entries; False when there was none."""

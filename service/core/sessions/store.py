@@ -7,9 +7,16 @@ a store never hands out an object through which its own copy could change, and w
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from service.core.sessions.record import SessionRecord
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from service.core.sessions.table import SessionTable
 
 
 class SessionStore(Protocol):
@@ -28,6 +35,10 @@ class SessionStore(Protocol):
         """The live record, or None when it never existed, was deleted or has expired."""
         ...
 
+    async def get_many(self, session_ids: Sequence[str]) -> list[SessionRecord | None]:
+        """`get` for several sessions at once, in order (one round trip for a remote store)."""
+        ...
+
     async def compare_and_set(self, record: SessionRecord, *, expected_seq: int) -> bool:
         """Replace the stored record by `record` only if the stored `seq` equals `expected_seq`.
 
@@ -35,6 +46,13 @@ class SessionStore(Protocol):
         False, writing nothing, when the session is gone or its seq differs. A successful
         write keeps the record until the new `record.expires_at` (the idle TTL refresh).
         """
+        ...
+
+    async def compare_and_set_many(
+        self, records: Sequence[SessionRecord], expected_seqs: Sequence[int]
+    ) -> list[bool]:
+        """`compare_and_set` for several records of different sessions, each on its own:
+        one may fail while the others succeed (one round trip for a remote store)."""
         ...
 
     async def delete(self, session_id: str) -> bool:
@@ -72,4 +90,20 @@ class SessionStore(Protocol):
 
     async def close(self) -> None:
         """Release connections; the store is not used afterwards."""
+        ...
+
+
+@runtime_checkable
+class ColumnarStore(Protocol):
+    """A store that keeps sessions column-wise in this process (the memory store): a batch of
+    single steps reads and writes its sessions' rows directly (operations.multistep)."""
+
+    def table_of(self, model: str, version: int) -> SessionTable | None:
+        """The sessions of a model version (None: none yet)."""
+        ...
+
+    def locate(
+        self, table: SessionTable, session_ids: Sequence[str], owner: str | None
+    ) -> npt.NDArray[np.int64]:
+        """Each live session's row, -1 for a missing, expired or foreign one."""
         ...

@@ -24,7 +24,7 @@ def test_every_client_facing_error_has_a_status_other_than_internal(
         exc: errors.RnnServeError = cls("conflict", expected_seq=3)
     else:
         exc = cls("message")
-    expected_internal = issubclass(cls, errors.RepositoryError)
+    expected_internal = issubclass(cls, errors.RepositoryError | errors.InternalError)
     assert (code_for(exc) is grpc.StatusCode.INTERNAL) == expected_internal
 
 

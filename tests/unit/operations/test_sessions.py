@@ -11,7 +11,7 @@ import pytest
 
 from service.core.batching import SequenceResult, run_batch
 from service.core.repository import Repository
-from service.core.runtime import RnnBatch
+from service.core.runtime import RnnBatch, RnnResult
 from service.core.sessions import MemorySessionStore, SessionRecord
 from service.core.state import RecurrentState, SequenceArray
 from service.core.version import LoadedModel
@@ -29,6 +29,7 @@ from service.operations.sessions import SessionManager, SessionSettings, StepOut
 from tests.support.clock import ManualClock
 from tests.support.models import RandomRepository
 from tests.support.reference import assert_close, card_of, random_state, random_steps, run_alone
+from tests.unit.core.sessions.test_store_contract import assert_same_record
 
 TTL_S = 60.0
 
@@ -42,6 +43,20 @@ class DirectSteps:
         lengths = np.array([len(sequence)], np.int32)
         (result,) = run_batch(RnnBatch(sequence[None], lengths, state), model.runner)
         return result
+
+    async def run_step_batch(
+        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+    ) -> list[SequenceResult]:
+        return [
+            await self.run_steps(model, sequence, states.rows(row, row + 1))
+            for row, sequence in enumerate(sequences)
+        ]
+
+    async def run_step_rows(
+        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+    ) -> RnnResult:
+        lengths = np.full(len(sequences), len(sequences[0]), np.int32)
+        return model.runner.run(RnnBatch(np.stack(sequences), lengths, states))
 
 
 class Sessions:
@@ -241,7 +256,7 @@ async def test_bad_inputs_are_refused_and_leave_the_session_as_it_was(
     before = await sessions.get(record.session_id, None)
     with pytest.raises(error):
         await sessions.step(record.session_id, seq=2, inputs=inputs, owner=None)
-    assert await sessions.get(record.session_id, None) is before
+    assert_same_record(await sessions.get(record.session_id, None), before)
 
 
 async def test_another_owners_session_does_not_exist_for_you(sessions: Sessions) -> None:

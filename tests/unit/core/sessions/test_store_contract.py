@@ -197,6 +197,34 @@ async def test_of_many_racing_writers_on_one_seq_exactly_one_wins(store: Session
     assert_same_record(await store.get(record.session_id), winner)
 
 
+async def test_get_many_reads_each_record_in_order_and_none_for_the_missing(
+    store: SessionStore,
+) -> None:
+    records = [make_record(owner="key-a", seed=i, kind="lstm") for i in range(5)]
+    for record in records:
+        await store.create(record)
+    missing = new_session_id()
+    ids = [records[3].session_id, missing, *(r.session_id for r in records[:3])]
+    got = await store.get_many(ids)
+    assert got[1] is None
+    for have, want in zip([got[0], *got[2:]], [records[3], *records[:3]], strict=True):
+        assert_same_record(have, want)
+    assert await store.get_many([]) == []
+
+
+async def test_compare_and_set_many_writes_each_record_on_its_own(store: SessionStore) -> None:
+    records = [make_record(seed=i) for i in range(4)]
+    for record in records[:3]:  # the fourth never existed
+        await store.create(record)
+    await store.compare_and_set(advanced(records[1], seed=7), expected_seq=0)  # moved on
+    updates = [advanced(r, 2, seed=10 + i) for i, r in enumerate(records)]
+    assert await store.compare_and_set_many(updates, [0, 0, 0, 0]) == [True, False, True, False]
+    assert_same_record(await store.get(records[0].session_id), updates[0])
+    assert (await store.get(records[1].session_id)).seq == 1  # type: ignore[union-attr]
+    assert_same_record(await store.get(records[2].session_id), updates[2])
+    assert await store.get(records[3].session_id) is None
+
+
 async def test_delete_removes_the_record(store: SessionStore) -> None:
     record = make_record(owner="k")
     await store.create(record)
