@@ -148,6 +148,7 @@ def mux_target(
         prepare=lambda: _prepare(h, server, shape),
         batch_kind="step" if label == RNNSERVE else None,
         per_request=shape.per_frame,
+        profile_name=f"{scenario}-{label}-" + protocol.replace(", ", "-").replace(" ", "_"),
         note="; ".join(n for n in (note, frames, "latency per frame") if n),
     )
 
