@@ -252,18 +252,19 @@ class Engine:
         return [result for part in parts for result in part]
 
     async def run_step_rows(
-        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+        self, model: LoadedModel, inputs: SequenceArray, states: RecurrentState
     ) -> RnnResult:
-        """Sequences of equal length through the step batcher, their outputs and final states
-        returned whole (in jobs of at most one batch each, joined back in order)."""
+        """Sequences of one length, stacked (`[n, steps, ...]`), through the step batcher; their
+        outputs and final states returned whole (in jobs of at most one batch each, joined
+        back in order)."""
         step = self._workers_of(model).step
         size = self.settings.max_step_batch_size
-        if len(sequences) <= size:
-            return await step.submit_whole(sequences, states)
+        if len(inputs) <= size:
+            return await step.submit_whole(inputs, states)
         parts = await asyncio.gather(
             *(
-                step.submit_whole(sequences[start : start + size], states.rows(start, start + size))
-                for start in range(0, len(sequences), size)
+                step.submit_whole(inputs[start : start + size], states.rows(start, start + size))
+                for start in range(0, len(inputs), size)
             )
         )
         return RnnResult(

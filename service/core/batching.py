@@ -72,10 +72,11 @@ JobResult = list[SequenceResult] | RnnResult
 class BatchJob:
     """Sequences from one request, waiting for a batch; `states` None means zeros.
 
-    A `whole` job gets its rows of the batch's outputs as one RnnResult (views, in job order)
-    instead of a result per sequence: the caller stores them column-wise itself."""
+    A `whole` job holds sequences of one length already stacked (`[n, steps, ...]`) and gets
+    its rows of the batch's outputs as one RnnResult (views, in job order) instead of a result
+    per sequence: the caller stores them column-wise itself."""
 
-    sequences: list[SequenceArray]
+    sequences: list[SequenceArray] | SequenceArray
     states: RecurrentState | None
     future: asyncio.Future[JobResult]
     whole: bool = False
@@ -107,7 +108,11 @@ def pad_sequences(sequences: list[SequenceArray]) -> tuple[SequenceArray, npt.ND
 
 def assemble_batch(jobs: list[BatchJob], runner: ModelRunner) -> RnnBatch:
     """Pad every job's sequences to the longest one and stack their states."""
-    inputs, lengths = pad_sequences([s for job in jobs for s in job.sequences])
+    if len(jobs) == 1 and isinstance(jobs[0].sequences, np.ndarray):  # stacked already
+        inputs = jobs[0].sequences
+        lengths = np.full(len(inputs), inputs.shape[1], np.int32)
+    else:
+        inputs, lengths = pad_sequences([s for job in jobs for s in job.sequences])
     state = RecurrentState.stack([job.states or runner.zero_state(job.size) for job in jobs])
     return RnnBatch(inputs, lengths, state)
 
@@ -224,17 +229,19 @@ class Batcher:
         assert isinstance(rows, list)
         return rows
 
-    async def submit_whole(
-        self, sequences: list[SequenceArray], states: RecurrentState
-    ) -> RnnResult:
-        """Queue sequences of equal length; returns their rows of the batch's outputs at once
-        (`y` and the states after each sequence, in order; views into the batch)."""
-        result = await self._queue(sequences, states, whole=True)
+    async def submit_whole(self, inputs: SequenceArray, states: RecurrentState) -> RnnResult:
+        """Queue sequences of one length, stacked (`[n, steps, ...]`); returns their rows of the
+        batch's outputs at once (`y` and the states after each sequence, in order; views)."""
+        result = await self._queue(inputs, states, whole=True)
         assert isinstance(result, RnnResult)
         return result
 
     async def _queue(
-        self, sequences: list[SequenceArray], states: RecurrentState | None, *, whole: bool
+        self,
+        sequences: list[SequenceArray] | SequenceArray,
+        states: RecurrentState | None,
+        *,
+        whole: bool,
     ) -> JobResult:
         if self._closing:
             raise NotReadyError("the server is shutting down", retry_after_s=1.0)

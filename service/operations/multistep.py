@@ -73,9 +73,10 @@ class BatchStepRunner(Protocol):
         ...
 
     async def run_step_rows(
-        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+        self, model: LoadedModel, inputs: SequenceArray, states: RecurrentState
     ) -> RnnResult:
-        """Sequences of equal length: every output and final state at once, in order."""
+        """Sequences of one length, stacked (`[n, steps, ...]`): every output and final
+        state at once, in order."""
         ...
 
 
@@ -295,11 +296,13 @@ class MultiStepper:
         the written ones and their record indices."""
         every = runnable.size == len(columns.session_ids)
         inputs = columns.inputs if every else columns.inputs[runnable]
-        sequences = list(inputs.reshape(len(runnable), 1, *inputs.shape[1:]))
-        digests = [digest_of(sequence) for sequence in sequences]
+        # a one-step record's bytes are its row's: the digest its single step would have
+        digests = [digest_of(row) for row in inputs]
         try:
             result = await self._runner.run_step_rows(
-                model, sequences, table.gather(rows[runnable])
+                model,
+                inputs.reshape(len(runnable), 1, *inputs.shape[1:]),
+                table.gather(rows[runnable]),
             )
         except RnnServeError as exc:  # queue full, shutting down, model unloaded
             for index in runnable.tolist():

@@ -291,3 +291,39 @@ async def test_a_session_of_another_key_is_not_found(random_repository: RandomRe
         async with app.ws("/v1/models/rnn-feat/mux", beta) as ws:
             answer = await control(ws, op="attach", slot=0, session_id=session_id)
         assert answer["type"] == "session_not_found"
+
+
+async def test_a_frame_of_single_steps_mixes_every_outcome_record_by_record(
+    app: Harness, random_repository: RandomRepository
+) -> None:
+    version_dir = random_repository.path / "rnn-feat" / "1"
+    first, second = steps_of(random_repository, "rnn-feat", 2, 8)
+    async with app.ws("/v1/models/rnn-feat/mux") as ws:
+        await open_slots(ws, range(5))
+        warm = await send_steps(ws, [Step(s, 0, [first]) for s in range(5)], output_size=RNN_OUT)
+        assert {r.status for r in warm} == {MuxStatus.APPLIED}
+        answers = await send_steps(
+            ws,
+            [
+                Step(0, 1, [second]),  # applied
+                Step(1, 0, [first]),  # the last request again: replayed
+                Step(2, 0, [second]),  # other inputs under an applied seq: conflict
+                Step(3, 1, [[float("inf")] * 4]),  # invalid
+                Step(9, 0, [first]),  # not bound
+                Step(4, 1, [second]),  # applied
+            ],
+            output_size=RNN_OUT,
+            request_id=9,
+        )
+    assert [(r.status, r.seq) for r in answers] == [
+        (MuxStatus.APPLIED, 2),
+        (MuxStatus.REPLAYED, 1),
+        (MuxStatus.CONFLICT, 1),
+        (MuxStatus.INVALID, 1),
+        (MuxStatus.GONE, 0),
+        (MuxStatus.APPLIED, 2),
+    ]
+    whole = run_alone(version_dir, [first, second]).y
+    assert_close(answers[0].outputs, whole[1:])
+    assert_close(answers[5].outputs, whole[1:])
+    np.testing.assert_array_equal(answers[1].outputs, warm[1].outputs)

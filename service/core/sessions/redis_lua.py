@@ -89,6 +89,52 @@ return 1
 """,
 )
 
+# KEYS: live set, then per record its key and (when it has an owner) its owner's set;
+# ARGV: n, then per record: id, ttl_ms, expected seq, has owner (0 | 1), 2 x fields,
+# field, value, ... -> {1 | 0, ...}: per record, written as COMPARE_AND_SET would, or not.
+# One call for a whole batch of steps: one command to pack and parse, not one per session.
+COMPARE_AND_SET_MANY = LuaScript(
+    "compare_and_set_many",
+    _NOW_MS
+    + """
+local written = {}
+local k, a = 2, 2
+for i = 1, tonumber(ARGV[1]) do
+  local key, id, ttl_ms, expected = KEYS[k], ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
+  local owner_key = nil
+  if ARGV[a + 3] == '1' then owner_key = KEYS[k + 1]; k = k + 1 end
+  local count = tonumber(ARGV[a + 4])
+  local first = a + 5
+  k, a = k + 1, first + count
+  if redis.call('HGET', key, 'seq') == expected then
+    redis.call('DEL', key)
+    redis.call('HSET', key, unpack(ARGV, first, first + count - 1))
+    redis.call('PEXPIRE', key, ttl_ms)
+    redis.call('ZADD', KEYS[1], now + ttl_ms, id)
+    if owner_key then
+      redis.call('ZADD', owner_key, now + ttl_ms, id)
+      if redis.call('PTTL', owner_key) < ttl_ms then redis.call('PEXPIRE', owner_key, ttl_ms) end
+    end
+    written[i] = 1
+  else
+    written[i] = 0
+  end
+end
+return written
+""",
+)
+
+# KEYS: records -> each record's fields as HGETALL gives them (empty when there is none), in
+# one reply for the batch.
+READ_MANY = LuaScript(
+    "read_many",
+    """
+local records = {}
+for i, key in ipairs(KEYS) do records[i] = redis.call('HGETALL', key) end
+return records
+""",
+)
+
 # KEYS: record, live set; ARGV: id, owner-set key prefix -> 1 deleted, 0 there was none.
 # The owner's set is named from the record itself, which the caller does not know.
 DELETE = LuaScript(
@@ -108,4 +154,4 @@ COUNT = LuaScript("count", _NOW_MS + "return redis.call('ZCOUNT', KEYS[1], '(' .
 # KEYS: live set -> members dropped because their expiry passed.
 SWEEP = LuaScript("sweep", _NOW_MS + "return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)")
 
-SCRIPTS = (CREATE, COMPARE_AND_SET, DELETE, COUNT, SWEEP)
+SCRIPTS = (CREATE, COMPARE_AND_SET, COMPARE_AND_SET_MANY, READ_MANY, DELETE, COUNT, SWEEP)

@@ -25,7 +25,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from service.core.sessions.record import SessionRecord
 from service.core.sessions.redis_codec import decode_record, encode_record
-from service.core.sessions.redis_lua import COMPARE_AND_SET, COUNT, CREATE, DELETE, SCRIPTS, SWEEP
+from service.core.sessions.redis_lua import (
+    COMPARE_AND_SET,
+    COMPARE_AND_SET_MANY,
+    COUNT,
+    CREATE,
+    DELETE,
+    READ_MANY,
+    SCRIPTS,
+    SWEEP,
+)
 from service.core.sessions.redis_pipe import Arg, Command, CommandPipe, StoreHealth
 from service.errors import RnnServeError, TooManySessionsError
 from service.metrics import Metrics
@@ -37,6 +46,8 @@ SCHEMES = ("redis", "rediss", "unix")
 MAX_CONNECTIONS = 8  # one pipeline in flight, plus script loads and closing
 MIN_RETRY_AFTER_S = 1.0
 CREATED, GLOBAL_CAP = 1, 0
+# sessions per batched script call: keeps each call's time inside Redis short
+BATCH_CHUNK = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,29 +153,47 @@ class RedisSessionStore:
         return decode_record(session_id, await self._pipe.call("HGETALL", self._key(session_id)))
 
     async def get_many(self, session_ids: Sequence[str]) -> list[SessionRecord | None]:
-        """The live records or None, in order, in one round trip."""
-        replies = await self._pipe.call_many([("HGETALL", self._key(i)) for i in session_ids])
-        return [decode_record(i, r) for i, r in zip(session_ids, replies, strict=True)]
+        """The live records or None, in order: one script call per chunk, one round trip."""
+        chunks = [session_ids[a : a + BATCH_CHUNK] for a in range(0, len(session_ids), BATCH_CHUNK)]
+        commands: list[Command] = [
+            ("EVALSHA", READ_MANY.sha, len(chunk), *(self._key(i) for i in chunk))
+            for chunk in chunks
+        ]
+        replies = [fields for reply in await self._pipe.call_many(commands) for fields in reply]
+        return [
+            decode_record(i, dict(zip(f[::2], f[1::2], strict=True)))
+            for i, f in zip(session_ids, replies, strict=True)
+        ]
 
     async def compare_and_set(self, record: SessionRecord, *, expected_seq: int) -> bool:
         """Replace the record whole if its stored seq is `expected_seq`; refreshes its TTL."""
-        reply = await self._pipe.call(*self._compare_and_set(record, expected_seq))
+        keys = self._keys(record)
+        args: list[Arg] = [record.session_id, self._ttl_ms(record.expires_at), expected_seq]
+        args += encode_record(record)
+        reply = await self._pipe.call("EVALSHA", COMPARE_AND_SET.sha, len(keys), *keys, *args)
         return int(reply) == 1
 
     async def compare_and_set_many(
         self, records: Sequence[SessionRecord], expected_seqs: Sequence[int]
     ) -> list[bool]:
-        """Every record's compare-and-set script, in one round trip; each succeeds on its own."""
-        commands = [
-            self._compare_and_set(r, s) for r, s in zip(records, expected_seqs, strict=True)
-        ]
-        return [int(reply) == 1 for reply in await self._pipe.call_many(commands)]
-
-    def _compare_and_set(self, record: SessionRecord, expected_seq: int) -> Command:
-        keys = self._keys(record)
-        args: list[Arg] = [record.session_id, self._ttl_ms(record.expires_at), expected_seq]
-        args += encode_record(record)
-        return ("EVALSHA", COMPARE_AND_SET.sha, len(keys), *keys, *args)
+        """Every record's compare-and-set, one script call per chunk, one round trip; each
+        record succeeds or fails on its own."""
+        commands: list[Command] = []
+        for a in range(0, len(records), BATCH_CHUNK):
+            keys: list[Arg] = [self._live]
+            args: list[Arg] = [len(records[a : a + BATCH_CHUNK])]
+            for record, seq in zip(
+                records[a : a + BATCH_CHUNK], expected_seqs[a : a + BATCH_CHUNK], strict=True
+            ):
+                keys.append(self._key(record.session_id))
+                if record.owner is not None:
+                    keys.append(f"{self._prefix}o:{record.owner}")
+                fields = encode_record(record)
+                args += [record.session_id, self._ttl_ms(record.expires_at), seq]
+                args += [1 if record.owner is not None else 0, len(fields), *fields]
+            commands.append(("EVALSHA", COMPARE_AND_SET_MANY.sha, len(keys), *keys, *args))
+        replies = await self._pipe.call_many(commands)
+        return [int(written) == 1 for reply in replies for written in reply]
 
     async def delete(self, session_id: str) -> bool:
         """Remove the record and its cap entries; False when there was none."""

@@ -40,10 +40,10 @@ class RacingRunner(DirectSteps):
         self.rival = []
 
     async def run_step_rows(
-        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+        self, model: LoadedModel, inputs: SequenceArray, states: RecurrentState
     ) -> RnnResult:
         await self._race()
-        return await super().run_step_rows(model, sequences, states)
+        return await super().run_step_rows(model, inputs, states)
 
     async def run_step_batch(self, model, sequences, states):  # type: ignore[no-untyped-def]
         await self._race()

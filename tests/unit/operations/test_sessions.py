@@ -53,10 +53,10 @@ class DirectSteps:
         ]
 
     async def run_step_rows(
-        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+        self, model: LoadedModel, inputs: SequenceArray, states: RecurrentState
     ) -> RnnResult:
-        lengths = np.full(len(sequences), len(sequences[0]), np.int32)
-        return model.runner.run(RnnBatch(np.stack(sequences), lengths, states))
+        lengths = np.full(len(inputs), inputs.shape[1], np.int32)
+        return model.runner.run(RnnBatch(inputs, lengths, states))
 
 
 class Sessions:
