@@ -37,10 +37,10 @@ from bench.rounds import Prepared, Target, run_targets
 from bench.scenarios.variants import (
     REDIS_DB,
     REDIS_PORT,
-    _reaches_redis,
-    _relate,
-    _start,
-    _unavailable_rows,
+    reaches_redis,
+    relate,
+    start_variant,
+    unavailable_rows,
 )
 
 MUX = "mux"
@@ -165,16 +165,18 @@ async def mux_at(h: Harness, scenario: str) -> list[Row]:
 async def redis_mux(h: Harness) -> list[Row]:
     """mux_256's load on a Redis-store server next to the default memory store."""
     scenario = "redis_mux"
-    missing = _unavailable_rows(h, scenario)
+    missing = unavailable_rows(h, scenario)
     if missing:
         return [missing[0]]
     url = f"redis://127.0.0.1:{REDIS_PORT}/{REDIS_DB}"
-    server = _start(h, scenario, {"RNNSERVE_SESSION_STORE": url, "RNNSERVE_SESSION_TTL_S": "300"})
+    server = start_variant(
+        h, scenario, {"RNNSERVE_SESSION_STORE": url, "RNNSERVE_SESSION_TTL_S": "300"}
+    )
     if isinstance(server, str):
         return [unavailable(scenario, RNNSERVE, MUX, f"Redis server did not start: {server}")]
     labels = ("Redis", "memory store")
     try:
-        if not await _reaches_redis(h, server):
+        if not await reaches_redis(h, server):
             why = f"sessions did not reach Redis db {REDIS_DB}"
             return [unavailable(scenario, RNNSERVE, MUX, why)]
         targets: list[Target | Row] = [
@@ -199,5 +201,5 @@ async def redis_mux(h: Harness) -> list[Row]:
         rows = await run_targets(h, targets)
     finally:
         h.pool.stop(server)
-    _relate(rows, *labels)
+    relate(rows, *labels)
     return rows
