@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -23,8 +24,11 @@ BASELINE_MODULES = {
     "bare": "bench.baselines.bare",
 }
 DEFAULT_PYTRITON_PYTHON = Path.home() / ".cache/rnnserve-bench/pytriton-venv/bin/python"
+# bench/gpu.sh sets BENCH_PROVIDERS (and BENCH_REQUIRE_PROVIDER) for rnnserve and the baselines
+BENCH_PROVIDERS = os.environ.get("BENCH_PROVIDERS", "CPUExecutionProvider")
 RNNSERVE_ENV = {
-    "RNNSERVE_PROVIDERS": "CPUExecutionProvider",
+    "RNNSERVE_PROVIDERS": BENCH_PROVIDERS,
+    "RNNSERVE_REQUIRE_PROVIDER": os.environ.get("BENCH_REQUIRE_PROVIDER", ""),
     "RNNSERVE_INTRA_OP_THREADS": "1",
     "RNNSERVE_ACCESS_LOG": "false",
     "RNNSERVE_LOG_LEVEL": "warning",

@@ -7,6 +7,8 @@ so the JSON a client sends and the float32 array the reference runs on are the s
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,14 @@ class BenchModel:
 
 
 def export_bench_model(repository: Path, *, seed: int = 0) -> BenchModel:
-    """Build the seeded module and export it through `export.api.export_module`."""
+    """Build the seeded module and export it through `export.api.export_module`.
+
+    BENCH_MODEL_REPOSITORY names a repository where it was exported beforehand
+    (`bench/gpu.sh --prepare`): it is copied instead, so the bench runs without torch.
+    """
+    if prepared := os.environ.get("BENCH_MODEL_REPOSITORY"):
+        shutil.copytree(prepared, repository, dirs_exist_ok=True)
+        return BenchModel(repository, repository / MODEL_NAME / "1" / "model.onnx")
     import torch
 
     from export.api import export_module

@@ -111,6 +111,7 @@ def serve(args: argparse.Namespace) -> int:
     Stopped by a signal, the exit status is 128 + its number (143 for SIGTERM) even as PID 1.
     """
     from service.app import create_app
+    from service.core.providers import provider_config
     from service.core.repository import Repository, require_repository
     from service.core.runtime import silence_onnxruntime_logger
     from service.logs import configure_logging
@@ -123,12 +124,14 @@ def serve(args: argparse.Namespace) -> int:
         silence_onnxruntime_logger()
     log.info("effective settings", extra={"settings": settings.masked()})
     repository = None
-    if settings.strict:
+    if settings.strict or settings.require_provider:
+        # a required provider that is missing stops the start here, in one line, exit 1
         repository = Repository.load(
             settings.repository,
             providers=settings.providers,
             intra_op_threads=settings.intra_op_threads,
-            strict=True,
+            strict=settings.strict,
+            config=provider_config(settings),
         )
     app = create_app(settings, repository=repository)
     config = uvicorn.Config(
@@ -165,11 +168,15 @@ def prepare_process() -> None:
 
 def list_models(args: argparse.Namespace) -> int:
     """Print one line per model version."""
+    from service.core.providers import provider_config
     from service.core.repository import Repository
 
     settings = settings_from(args)
     repository = Repository.load(
-        settings.repository, providers=settings.providers, intra_op_threads=1
+        settings.repository,
+        providers=settings.providers,
+        intra_op_threads=1,
+        config=provider_config(settings),
     )
     for e in repository.entries():
         card = e.card

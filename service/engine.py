@@ -13,20 +13,26 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from service.core.batching import (
     Batcher,
+    JobRunner,
     SequenceResult,
     default_inline_max_steps,
+    run_jobs,
     usable_cpus,
 )
 from service.core.inputs import Limits
+from service.core.pooled_steps import run_pooled_jobs
+from service.core.providers import enabled_on, provider_config
 from service.core.repository import ModelEntry, Repository, RepositoryChange
 from service.core.runtime import RnnResult
 from service.core.sessions import log_sessions_on_exit, open_store
 from service.core.state import RecurrentState, SequenceArray
+from service.core.state_pool import PoolGraphs, PoolKey, StatePool
 from service.core.version import LoadedModel
 from service.errors import ModelNotFoundError, NotReadyError
 from service.metrics import Metrics
@@ -96,6 +102,7 @@ class Engine:
                 providers=s.providers,
                 intra_op_threads=s.intra_op_threads,
                 strict=s.strict,
+                config=provider_config(s),
             )
         for entry in repository.entries():
             self._show(entry)
@@ -173,7 +180,9 @@ class Engine:
         if inline_max_steps is None:
             inline_max_steps = default_inline_max_steps(usable_cpus())
 
-        def batcher(kind: str, max_batch_size: int, max_delay_ms: float, queue: int) -> Batcher:
+        def batcher(
+            kind: str, max_batch_size: int, max_delay_ms: float, queue: int, run: JobRunner
+        ) -> Batcher:
             return Batcher(
                 model.runner,
                 kind=kind,
@@ -183,13 +192,47 @@ class Engine:
                 max_delay_ms=max_delay_ms,
                 max_queue_size=queue,
                 inline_max_steps=inline_max_steps,
+                run=run,
             )
 
-        predict = batcher("predict", s.max_batch_size, s.max_queue_delay_ms, s.max_queue_size)
-        step = batcher("step", s.max_step_batch_size, s.max_step_delay_ms, s.max_step_queue_size)
+        predict = batcher(
+            "predict", s.max_batch_size, s.max_queue_delay_ms, s.max_queue_size, run_jobs
+        )
+        step_run = run_jobs
+        if model.card.streamable and enabled_on(s.state_pool, model.runner.provider):
+            step_run = partial(run_pooled_jobs, pool=self._new_pool(model))
+        step = batcher(
+            "step", s.max_step_batch_size, s.max_step_delay_ms, s.max_step_queue_size, step_run
+        )
         predict.start()
         step.start()
         return ModelWorkers(executor, predict, step)
+
+    def _new_pool(self, model: LoadedModel) -> StatePool:
+        runner = model.runner
+        graphs = PoolGraphs(provider=runner.provider, device_id=runner.device_id)
+        log.info(
+            "model %s v%d keeps session states on %s (up to %d)",
+            model.name,
+            model.version,
+            runner.provider,
+            self.settings.state_pool_slots,
+            extra={"model": model.name, "state_pool_slots": self.settings.state_pool_slots},
+        )
+        lookups = self.metrics.state_pool_lookups
+        hit = lookups.labels(model.name, str(model.version), "hit")
+        miss = lookups.labels(model.name, str(model.version), "miss")
+
+        def count(hits: int, misses: int) -> None:
+            hit.inc(hits)
+            miss.inc(misses)
+
+        return StatePool(
+            model.card.states,
+            graphs,
+            max_slots=self.settings.state_pool_slots,
+            on_lookups=count,
+        )
 
     async def stop(self) -> None:
         """Finish queued work (steps still write their state), then close the session store."""
@@ -228,24 +271,37 @@ class Engine:
         return await self._workers_of(model).predict.submit(sequences, states)
 
     async def run_steps(
-        self, model: LoadedModel, sequence: SequenceArray, state: RecurrentState
+        self,
+        model: LoadedModel,
+        sequence: SequenceArray,
+        state: RecurrentState,
+        key: PoolKey | None = None,
     ) -> SequenceResult:
         """One session's steps through the model's step batcher."""
-        (result,) = await self._workers_of(model).step.submit([sequence], state)
+        keys = None if key is None else [key]
+        (result,) = await self._workers_of(model).step.submit([sequence], state, keys)
         return result
 
     async def run_step_batch(
-        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+        self,
+        model: LoadedModel,
+        sequences: list[SequenceArray],
+        states: RecurrentState,
+        keys: list[PoolKey] | None = None,
     ) -> list[SequenceResult]:
         """Many sessions' steps through the step batcher, in jobs of at most one batch each
         (they queue together, so a large set still runs back to back)."""
         step = self._workers_of(model).step
         size = self.settings.max_step_batch_size
         if len(sequences) <= size:
-            return await step.submit(sequences, states)
+            return await step.submit(sequences, states, keys)
         parts = await asyncio.gather(
             *(
-                step.submit(sequences[start : start + size], states.rows(start, start + size))
+                step.submit(
+                    sequences[start : start + size],
+                    states.rows(start, start + size),
+                    None if keys is None else keys[start : start + size],
+                )
                 for start in range(0, len(sequences), size)
             )
         )

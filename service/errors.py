@@ -125,3 +125,9 @@ class RepositoryError(RnnServeError):
     """A model directory is broken: bad card, missing or corrupt graph, sha mismatch."""
 
     type = "repository_error"
+
+
+class ProviderUnavailableError(RepositoryError):
+    """A model cannot run on the execution provider `RNNSERVE_REQUIRE_PROVIDER` demands."""
+
+    type = "provider_unavailable"

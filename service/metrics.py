@@ -72,6 +72,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.state_pool_lookups = Counter(
+            "rnnserve_state_pool_lookups",
+            "Session steps run from the device state pool: hit (state already on the device) "
+            "or miss (loaded from the stored record)",
+            ["model", "version", "outcome"],
+            registry=r,
+        )
         self.mux_records = Counter(
             "rnnserve_mux_records",
             "Records of mux step frames by status (applied, replayed, conflict, gone, ...)",

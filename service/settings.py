@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +27,14 @@ class LogLevel(StrEnum):
     WARNING = "warning"
     INFO = "info"
     DEBUG = "debug"
+
+
+class DeviceFeature(StrEnum):
+    """Whether a device-side path is used: IOBinding, the device state pool."""
+
+    AUTO = "auto"  # only for models on CUDA (on the CPU they cost more than they save)
+    ON = "on"
+    OFF = "off"
 
 
 MEMORY_STORE = "memory"
@@ -55,6 +64,15 @@ class Settings(BaseSettings):
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
     intra_op_threads: int = Field(default=1, ge=0)
+    # onnxruntime provider options by provider, as JSON: {"CUDAExecutionProvider": {...}},
+    # over rnnserve's defaults (service/core/providers.py: DEFAULT_OPTIONS)
+    provider_options: Annotated[dict[str, dict[str, str]], NoDecode] = Field(default_factory=dict)
+    # set: every model must run on this provider, or the server refuses to start
+    require_provider: str | None = None
+    io_binding: DeviceFeature = DeviceFeature.AUTO
+    # live sessions' states kept on the model's device between steps (service/core/state_pool.py)
+    state_pool: DeviceFeature = DeviceFeature.AUTO
+    state_pool_slots: int = Field(default=16_384, ge=1)
 
     max_batch_size: int = Field(default=64, ge=1)
     # 0 batches opportunistically: whatever queued while the previous batch ran goes together.
@@ -101,6 +119,40 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("provider_options", mode="before")
+    @classmethod
+    def _provider_options(cls, value: Any) -> Any:
+        # onnxruntime's Python API takes every option as a string; JSON numbers are fine here
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not JSON ({exc.msg}): {value[:80]!r}") from None
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, Any] = {}
+        for provider, options in value.items():
+            if not str(provider).endswith("ExecutionProvider"):
+                raise ValueError(f"{provider!r} is not an onnxruntime execution provider name")
+            if not isinstance(options, dict):
+                raise ValueError(f"the options of {provider} must be a JSON object")
+            for key, option in options.items():
+                if isinstance(option, dict | list) or option is None:
+                    raise ValueError(f"{provider} option {key!r} must be a string or a number")
+            out[provider] = {
+                str(k): str(int(v)) if isinstance(v, bool) else str(v) for k, v in options.items()
+            }
+        return out
+
+    @field_validator("require_provider")
+    @classmethod
+    def _required(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.endswith("ExecutionProvider"):
+            raise ValueError(f"{value!r} is not an onnxruntime execution provider name")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

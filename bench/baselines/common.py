@@ -7,6 +7,7 @@ thread, uvloop + httptools, no access log) is the same as rnnserve's so the comp
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,30 @@ def parse_args(description: str) -> argparse.Namespace:
 
 
 def open_session(path: Path) -> ort.InferenceSession:
-    """One CPU session with one intra-op thread, as rnnserve runs it."""
+    """One session with one intra-op thread, as rnnserve runs it: on the CPU, or on what
+    BENCH_PROVIDERS names (bench/gpu.sh: CUDA, with the options rnnserve uses there)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    wanted = os.environ.get("BENCH_PROVIDERS", "CPUExecutionProvider").split(",")
+    if "CUDAExecutionProvider" in wanted and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+    providers = [p for p in wanted if p in ort.get_available_providers()] or [
+        "CPUExecutionProvider"
+    ]
+    # the same exact-float32 CUDA options rnnserve defaults to, so both compute alike
+    cuda_options = {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}
+    session = ort.InferenceSession(
+        str(path),
+        options,
+        providers=providers,
+        provider_options=[cuda_options if p == "CUDAExecutionProvider" else {} for p in providers],
+    )
+    required = os.environ.get("BENCH_REQUIRE_PROVIDER")
+    if required and session.get_providers()[0] != required:
+        raise SystemExit(f"baseline runs on {session.get_providers()[0]}, not {required}")
+    return session
 
 
 def state_shape(session: ort.InferenceSession) -> tuple[int, int]:

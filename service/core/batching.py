@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import cast
@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from service.core.runtime import ModelRunner, RnnBatch, RnnResult
 from service.core.state import FloatArray, RecurrentState, SequenceArray
+from service.core.state_pool import PoolKey
 from service.core.stats import BatchRecorder
 from service.errors import NotReadyError, QueueFullError
 from service.metrics import Metrics
@@ -81,6 +82,8 @@ class BatchJob:
     future: asyncio.Future[JobResult]
     whole: bool = False
     queued_at: float = field(default_factory=time.perf_counter)
+    # session steps: which session and stored write each sequence belongs to (the state pool)
+    keys: Sequence[PoolKey] | None = None
     size: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -174,8 +177,12 @@ def _rows_of(job: BatchJob, rows: list[SequenceResult]) -> JobResult:
     return RnnResult(np.stack([r.y for r in rows]), RecurrentState.stack([r.state for r in rows]))
 
 
+JobRunner = Callable[[list[BatchJob], ModelRunner], list[JobResult]]
+
+
 class Batcher:
-    """Queues jobs for one model version and runs them in batches, one batch at a time."""
+    """Queues jobs for one model version and runs them in batches, one batch at a time
+    (`run` runs one batch: `run_jobs`, or the state pool's `run_pooled_jobs` for steps)."""
 
     def __init__(
         self,
@@ -189,8 +196,10 @@ class Batcher:
         max_queue_size: int,
         inline_max_steps: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        run: JobRunner = run_jobs,
     ) -> None:
         self._runner = runner
+        self._run = run
         self._kind = kind
         self._executor = executor
         self._max_batch = max_batch_size
@@ -222,10 +231,14 @@ class Batcher:
             await self._task
 
     async def submit(
-        self, sequences: list[SequenceArray], states: RecurrentState | None = None
+        self,
+        sequences: list[SequenceArray],
+        states: RecurrentState | None = None,
+        keys: Sequence[PoolKey] | None = None,
     ) -> list[SequenceResult]:
-        """Queue sequences (and their initial states); returns one result per sequence."""
-        rows = await self._queue(sequences, states, whole=False)
+        """Queue sequences (and their initial states, and for session steps their `keys`);
+        returns one result per sequence."""
+        rows = await self._queue(sequences, states, whole=False, keys=keys)
         assert isinstance(rows, list)
         return rows
 
@@ -242,6 +255,7 @@ class Batcher:
         states: RecurrentState | None,
         *,
         whole: bool,
+        keys: Sequence[PoolKey] | None = None,
     ) -> JobResult:
         if self._closing:
             raise NotReadyError("the server is shutting down", retry_after_s=1.0)
@@ -250,7 +264,8 @@ class Batcher:
             raise QueueFullError(
                 f"the {self._kind} queue of {self._runner.card.name} is full", retry_after_s=1.0
             )
-        job = BatchJob(sequences, states, asyncio.get_running_loop().create_future(), whole)
+        future = asyncio.get_running_loop().create_future()
+        job = BatchJob(sequences, states, future, whole, keys=keys)
         self._pending.append((self._clock(), job))
         self._queued += job.size
         self._queue_depth.set(self._queued)
@@ -299,10 +314,10 @@ class Batcher:
             started = time.perf_counter()
             try:
                 if padded_steps <= self._inline_max_steps:
-                    results = run_jobs(live, self._runner)
+                    results = self._run(live, self._runner)
                 else:
                     results = await loop.run_in_executor(
-                        self._executor, run_jobs, live, self._runner
+                        self._executor, self._run, live, self._runner
                     )
             except Exception as exc:
                 self._recorder.failed(live)

@@ -9,16 +9,18 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
 from service.core.card import MODEL_NAME_PATTERN, ModelCard
+from service.core.providers import DEFAULT_PROVIDERS, ProviderConfig
 from service.core.runtime import ModelRunner, choose_providers
 from service.core.version import LoadedModel, load_version, read_card
 from service.errors import (
     ModelNotFoundError,
     ModelUnavailableError,
+    ProviderUnavailableError,
     RepositoryError,
 )
 
@@ -78,13 +80,16 @@ def load_entry(
     providers: list[str],
     intra_op_threads: int,
     strict: bool = False,
+    config: ProviderConfig = DEFAULT_PROVIDERS,
 ) -> ModelEntry:
     """One version from disk: ready, or unavailable with the one-line reason (with `strict`,
-    RepositoryError instead)."""
+    or a model not on the required provider, RepositoryError instead)."""
     try:
-        model = load_version(path, providers=providers, intra_op_threads=intra_op_threads)
+        model = load_version(
+            path, providers=providers, intra_op_threads=intra_op_threads, config=config
+        )
     except RepositoryError as exc:
-        if strict:
+        if strict or isinstance(exc, ProviderUnavailableError):
             raise
         log.error("model %s v%d unavailable: %s", name, version, exc.message)
         return ModelEntry(
@@ -123,6 +128,7 @@ class Repository:
         root: Path | None = None,
         providers: list[str] | None = None,
         intra_op_threads: int = 1,
+        config: ProviderConfig = DEFAULT_PROVIDERS,
     ) -> None:
         self._entries: dict[str, dict[int, ModelEntry]] = {}
         for entry in entries:
@@ -130,13 +136,23 @@ class Repository:
         self._root = root
         self._providers = providers or ["CPUExecutionProvider"]
         self._intra_op_threads = intra_op_threads
+        self._config = config
 
     @classmethod
     def load(
-        cls, root: Path, *, providers: list[str], intra_op_threads: int, strict: bool = False
+        cls,
+        root: Path,
+        *,
+        providers: list[str],
+        intra_op_threads: int,
+        strict: bool = False,
+        config: ProviderConfig = DEFAULT_PROVIDERS,
     ) -> Repository:
-        """Scan `root`; with `strict`, the first broken version raises RepositoryError."""
-        providers = choose_providers(providers)
+        """Scan `root`; with `strict`, the first broken version raises RepositoryError, and a
+        version off `config.required` always raises ProviderUnavailableError."""
+        if not config.requested:
+            config = replace(config, requested=tuple(providers))
+        providers = choose_providers(providers, config)
         entries = [
             load_entry(
                 name,
@@ -145,10 +161,17 @@ class Repository:
                 providers=providers,
                 intra_op_threads=intra_op_threads,
                 strict=strict,
+                config=config,
             )
             for name, version, path in _version_dirs(root)
         ]
-        return cls(entries, root=root, providers=providers, intra_op_threads=intra_op_threads)
+        return cls(
+            entries,
+            root=root,
+            providers=providers,
+            intra_op_threads=intra_op_threads,
+            config=config,
+        )
 
     def scan(self, only: str | None = None) -> RepositoryChange:
         """Load the versions that appeared on disk (of `only`, or of every model) and find the
@@ -178,6 +201,7 @@ class Repository:
                         path,
                         providers=self._providers,
                         intra_op_threads=self._intra_op_threads,
+                        config=self._config,
                     )
                 )
         for name in [only] if only is not None else list(self._entries):

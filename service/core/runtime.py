@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,16 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from service.core.binding import BoundRun
 from service.core.card import ModelCard
+from service.core.providers import (
+    DEFAULT_PROVIDERS,
+    ProviderConfig,
+    check_actual_providers,
+    choose_providers,
+    device_id_of,
+    uses_io_binding,
+)
 from service.core.state import FloatArray, RecurrentState, SequenceArray
 from service.errors import RepositoryError
 
@@ -51,26 +61,21 @@ def silence_onnxruntime_logger() -> None:
     ort.set_default_logger_severity(ORT_FATAL)
 
 
-def choose_providers(requested: list[str]) -> list[str]:
-    """Keep the requested providers onnxruntime can use here, in order; CPU as the last resort."""
-    if "CUDAExecutionProvider" in requested and hasattr(ort, "preload_dlls"):
-        # onnxruntime-gpu does not search the CUDA/cuDNN wheels pip installed beside it by itself
-        ort.preload_dlls()
-    available = set(ort.get_available_providers())
-    chosen = [p for p in requested if p in available]
-    missing = [p for p in requested if p not in available]
-    if missing:
-        log.warning("execution providers not available here, skipped: %s", ", ".join(missing))
-    if not chosen:
-        chosen = ["CPUExecutionProvider"]
-    return chosen
+__all__ = ["ModelRunner", "RnnBatch", "RnnResult", "choose_providers"]
 
 
 class ModelRunner:
-    """Runs one exported model; `run` is thread-safe (onnxruntime sessions are)."""
+    """Runs one exported model; `run` is thread-safe (onnxruntime sessions are, and each
+    thread binds through its own IOBinding and output buffers)."""
 
     def __init__(
-        self, onnx_path: Path, card: ModelCard, *, providers: list[str], intra_op_threads: int
+        self,
+        onnx_path: Path,
+        card: ModelCard,
+        *,
+        providers: list[str],
+        intra_op_threads: int,
+        config: ProviderConfig = DEFAULT_PROVIDERS,
     ) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
@@ -80,24 +85,26 @@ class ModelRunner:
         options.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(
-                str(onnx_path), sess_options=options, providers=providers
+                str(onnx_path),
+                sess_options=options,
+                providers=providers,
+                provider_options=config.options_for(providers),
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise RepositoryError(f"{onnx_path}: onnxruntime cannot load the graph: {exc}") from exc
         self.card = card
         actual = self._session.get_providers()
         self.provider: str = actual[0]
-        if failed := [p for p in providers if p not in actual]:
-            # onnxruntime falls back silently when a provider it lists cannot be created
-            # (CUDA libraries missing, no device): say so, the model now runs elsewhere
-            log.warning(
-                "model %s v%d: execution providers %s could not be created; running on %s",
-                card.name,
-                card.version,
-                ", ".join(failed),
-                self.provider,
-                extra={"model": card.name, "failed_providers": failed, "provider": self.provider},
-            )
+        check_actual_providers(
+            model=card.name,
+            version=card.version,
+            requested=list(config.requested) or providers,
+            actual=actual,
+            config=config,
+        )
+        self.io_binding = uses_io_binding(config, self.provider)
+        self._device_id = device_id_of(config, self.provider)
+        self._bound = threading.local()
         self._output_names = ["y", *(s.output for s in card.states)]
 
     @property
@@ -116,10 +123,54 @@ class ModelRunner:
 
     def run(self, batch: RnnBatch) -> RnnResult:
         """One synchronous onnxruntime call; checks that the batch axis survives."""
+        if self.io_binding:
+            return self.run_bound(batch)
+        return self.run_plain(batch)
+
+    def run_plain(self, batch: RnnBatch) -> RnnResult:
+        """One call through `session.run`: onnxruntime allocates the outputs."""
+        y, *states = self._session.run(self._output_names, self._feeds(batch))
+        return self._checked(batch, y, states)
+
+    def run_bound(self, batch: RnnBatch) -> RnnResult:
+        """One call through IOBinding: inputs bound once, outputs written into this thread's
+        preallocated buffers on the model's device, then copied to the host."""
+        y, *states = self._bound_run().run(self._feeds(batch))
+        return self._checked(batch, y, states)
+
+    def run_device_states(
+        self, inputs: SequenceArray, seq_lens: npt.NDArray[np.int32], states: list[ort.OrtValue]
+    ) -> tuple[FloatArray, list[ort.OrtValue]]:
+        """One call from states already on the device (the state pool's gather): `y` on the
+        host, the new states left on the device until this thread's next run."""
+        feeds: dict[str, Any] = {self.card.input_name: inputs, "seq_lens": seq_lens}
+        for spec, value in zip(self.card.states, states, strict=True):
+            feeds[spec.input] = value
+        y, new_states = self._bound_run().run_keeping_states(feeds)
+        if y.shape[0] != inputs.shape[0]:
+            raise RuntimeError(f"graph returned batch {y.shape[0]} for {inputs.shape[0]}")
+        return y, new_states
+
+    @property
+    def device_id(self) -> int:
+        """The device the model's provider runs on (0 on the CPU)."""
+        return self._device_id
+
+    def _bound_run(self) -> BoundRun:
+        bound: BoundRun | None = getattr(self._bound, "run", None)
+        if bound is None:
+            bound = self._bound.run = BoundRun(
+                self._session, self.card, provider=self.provider, device_id=self._device_id
+            )
+        return bound
+
+    def _feeds(self, batch: RnnBatch) -> dict[str, Any]:
         feeds: dict[str, Any] = {self.card.input_name: batch.inputs, "seq_lens": batch.seq_lens}
         for spec, array in zip(self.card.states, batch.state.arrays, strict=True):
             feeds[spec.input] = array
-        y, *states = self._session.run(self._output_names, feeds)
+        return feeds
+
+    def _checked(self, batch: RnnBatch, y: FloatArray, states: list[FloatArray]) -> RnnResult:
         if y.shape[0] != batch.inputs.shape[0]:
             raise RuntimeError(f"graph returned batch {y.shape[0]} for {batch.inputs.shape[0]}")
         return RnnResult(y, RecurrentState(tuple(states)))

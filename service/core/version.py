@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from service.core.card import ModelCard
+from service.core.providers import DEFAULT_PROVIDERS, ProviderConfig
 from service.core.runtime import ModelRunner, RnnBatch
 from service.errors import RepositoryError
 
@@ -108,7 +109,13 @@ def warm_up(runner: ModelRunner) -> None:
         raise RepositoryError(f"warm-up run failed: {exc}") from exc
 
 
-def load_version(version_dir: Path, *, providers: list[str], intra_op_threads: int) -> LoadedModel:
+def load_version(
+    version_dir: Path,
+    *,
+    providers: list[str],
+    intra_op_threads: int,
+    config: ProviderConfig = DEFAULT_PROVIDERS,
+) -> LoadedModel:
     """Load and check one version directory; raises RepositoryError with a one-line reason."""
     card = read_card(version_dir)
     name, version = version_dir.parent.name, int(version_dir.name)
@@ -124,7 +131,9 @@ def load_version(version_dir: Path, *, providers: list[str], intra_op_threads: i
         raise RepositoryError(
             f"{graph}: sha256 {actual[:12]}… does not match the card's {card.onnx_sha256[:12]}…"
         )
-    runner = ModelRunner(graph, card, providers=providers, intra_op_threads=intra_op_threads)
+    runner = ModelRunner(
+        graph, card, providers=providers, intra_op_threads=intra_op_threads, config=config
+    )
     check_graph_matches_card(runner, graph)
     warm_up(runner)
     return LoadedModel(name, version, card, runner)

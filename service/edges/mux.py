@@ -45,8 +45,8 @@ from service.edges.mux_wire import (
 from service.edges.ws_auth import chosen_protocol
 from service.errors import InternalError, InvalidInputError, LimitExceededError, RnnServeError
 from service.metrics import Metrics
-from service.operations.multistep import StepColumns
 from service.operations.sessions import SessionManager
+from service.operations.step_columns import StepColumns
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,22 @@
 """Steps for many sessions of one model version at once: the use case behind the mux stream.
 
-Each item follows the rules of a single step (`SessionManager.step`): exactly once per `seq`,
-a retry of the last applied request answered from the stored outputs, any other seq a
-conflict. What changes is the cost: the items' records are read in one store call, every
-item that can run goes through the step batcher together (one onnxruntime call per batch),
-and the new records are written in one store call, so a Redis store costs one read and one
-write round trip for the whole set. Items fail one by one: a bad item never fails the others.
+Each record follows the rules of a single step (`SessionManager.step`, operations.step_rules):
+exactly once per `seq`, a retry of the last applied request answered from the stored outputs,
+any other seq a conflict. A bad record fails alone. What changes is the cost, on two paths:
+
+- rows: when every record is one step and the store keeps sessions column-wise (the memory
+  store's SessionTable), the sessions are located, checked, gathered, run as one batch and
+  written back with a few numpy operations, a compare-and-set per row; no per-session object.
+- records: otherwise (Redis, longer records) the records are read in one store call, run
+  through the step batcher together and written in one store call, so Redis costs one read
+  and one write round trip for the whole set.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -25,51 +28,32 @@ from service.core.sessions.record import SessionRecord, advanced
 from service.core.sessions.store import ColumnarStore, SessionStore
 from service.core.sessions.table import SessionTable
 from service.core.state import FloatArray, RecurrentState, SequenceArray
+from service.core.state_pool import PoolKey, pool_key
 from service.core.version import LoadedModel
-from service.errors import (
-    RnnServeError,
-    SessionConflictError,
-    SessionNotFoundError,
-    StoreUnavailableError,
-)
+from service.errors import RnnServeError, StoreUnavailableError
 from service.metrics import Metrics
-
-NO_SEQ = -1
-
-
-def digest_of(sequence: SequenceArray) -> bytes:
-    """Identity of a request's inputs after decoding, so `1` and `1.0` count as the same.
-
-    The bytes alone suffice: a session's model fixes the dtype and the step width, so the
-    length of the bytes gives the number of steps."""
-    return hashlib.sha256(sequence.tobytes()).digest()
-
-
-def conflict_error(record: SessionRecord, seq: int) -> SessionConflictError:
-    """Why `seq` cannot be applied to the session as it stands in `record`."""
-    if seq == record.last_seq:
-        message = f"seq {seq} was already applied with different inputs"
-    elif seq < record.seq:
-        message = f"seq {seq} was already applied"
-    else:
-        message = f"seq {seq} leaves a gap"
-    return SessionConflictError(
-        f"{message}; the session expects seq {record.seq}", expected_seq=record.seq
-    )
-
-
-def is_replay(record: SessionRecord, seq: int, digest: bytes) -> bool:
-    """True when `seq` with these inputs is the request the session applied last."""
-    return seq == record.last_seq and digest == record.last_digest
+from service.operations.step_columns import ItemResult, StepAnswers, StepColumns, rows_together
+from service.operations.step_rules import (
+    NO_SEQ,
+    conflict_error,
+    digest_of,
+    is_replay,
+    session_gone,
+)
 
 
 class BatchStepRunner(Protocol):
     """Runs steps of several sessions from their stacked states, as batched as possible."""
 
     async def run_step_batch(
-        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+        self,
+        model: LoadedModel,
+        sequences: list[SequenceArray],
+        states: RecurrentState,
+        keys: list[PoolKey] | None = None,
     ) -> list[SequenceResult]:
-        """One result per sequence: its outputs and the state after its last step."""
+        """One result per sequence: its outputs and the state after its last step; `keys`
+        name each session and the stored writes involved (for a device state pool)."""
         ...
 
     async def run_step_rows(
@@ -81,115 +65,11 @@ class BatchStepRunner(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class StepColumns:
-    """Steps for many distinct sessions, column-wise (as a binary frame carries them).
-
-    Record i applies its `counts[i]` steps to session `session_ids[i]` from `seqs[i]`; the
-    steps of every record lie back to back in `inputs`, already the model's dtype and width
-    (float32 `[steps, input_size]`, or int64 `[steps]` token ids).
-    """
-
-    session_ids: Sequence[str]
-    seqs: Sequence[int] | npt.NDArray[np.uint64]
-    counts: npt.NDArray[np.integer[Any]]
-    inputs: npt.NDArray[Any]
-
-    @staticmethod
-    def of(
-        session_ids: Sequence[str],
-        seqs: Sequence[int] | npt.NDArray[np.uint64],
-        sequences: Sequence[SequenceArray],
-    ) -> StepColumns:
-        """Columns from one array per record (each the model's dtype and width)."""
-        counts = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
-        return StepColumns(session_ids, seqs, counts, np.concatenate(sequences))
-
-    def sequences(self) -> list[npt.NDArray[Any]]:
-        """Each record's own steps (views into `inputs`)."""
-        ends = np.cumsum(self.counts, dtype=np.int64).tolist()
-        return [self.inputs[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
-
-
-@dataclass(frozen=True, slots=True)
-class StepAnswers:
-    """What became of each record of a StepColumns, column-wise.
-
-    `answered[i]`: record i was applied, or (`replayed[i]`) answered again from the session's
-    stored answer; its `answer_rows[i]` rows of `outputs` follow those of the answered records
-    before it. Otherwise `errors[i]` says why nothing happened. `next_seqs[i]` is the
-    session's next expected seq, -1 when the session could not be read.
-    """
-
-    next_seqs: npt.NDArray[np.int64]
-    answered: npt.NDArray[np.bool_]
-    replayed: npt.NDArray[np.bool_]
-    errors: dict[int, RnnServeError]
-    outputs: FloatArray
-    answer_rows: npt.NDArray[np.int64]
-
-    def outputs_of(self, index: int) -> FloatArray | None:
-        """Record `index`'s answer rows, None when it was not answered."""
-        if not self.answered[index]:
-            return None
-        start = int(self.answer_rows[:index].sum())
-        return self.outputs[start : start + int(self.answer_rows[index])]
-
-    @staticmethod
-    def of(items: Sequence[ItemResult]) -> StepAnswers:
-        """Column-wise answers from one result per record."""
-        answered = [r.error is None for r in items]
-        outputs = [r.outputs for r in items if r.error is None and r.outputs is not None]
-        return StepAnswers(
-            next_seqs=np.fromiter(
-                (NO_SEQ if r.next_seq is None else r.next_seq for r in items), np.int64
-            ),
-            answered=np.array(answered, np.bool_),
-            replayed=np.array([r.replayed for r in items], np.bool_),
-            errors={i: r.error for i, r in enumerate(items) if r.error is not None},
-            outputs=_rows_together(outputs),
-            answer_rows=np.fromiter(
-                (len(r.outputs) if r.error is None and r.outputs is not None else 0 for r in items),
-                np.int64,
-            ),
-        )
-
-
-def _rows_together(parts: Sequence[FloatArray]) -> FloatArray:
-    if not parts:
-        return np.zeros((0, 0), np.float32)
-    if len(parts) == 1:
-        return parts[0]
-    return np.concatenate([p.reshape(len(p), -1) for p in parts])
-
-
-@dataclass(frozen=True, slots=True)
-class ItemResult:
-    """What became of one item.
-
-    `error` None: the steps were applied (or, `replayed`, answered again from the stored
-    outputs) and `outputs` holds their answer. Otherwise `error` says why nothing happened.
-    `next_seq` is the session's next expected seq when the session was read, else None.
-    """
-
-    next_seq: int | None
-    outputs: FloatArray | None = None
-    replayed: bool = False
-    error: RnnServeError | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class _Runnable:
     index: int
     record: SessionRecord
     sequence: SequenceArray
     digest: bytes
-
-
-def _gone(session_id: str) -> SessionNotFoundError:
-    return SessionNotFoundError(
-        "session not found (it may have expired or been deleted)",
-        detail={"session_id": session_id},
-    )
 
 
 class MultiStepper:
@@ -239,7 +119,7 @@ class MultiStepper:
         found = rows >= 0
         next_seqs = np.where(found, table.seq[np.maximum(rows, 0)], NO_SEQ)
         errors: dict[int, RnnServeError] = {
-            int(i): _gone(ids[i]) for i in np.flatnonzero(~found).tolist()
+            int(i): session_gone(ids[i]) for i in np.flatnonzero(~found).tolist()
         }
         for index, error in check_step_columns(
             columns.inputs, columns.counts, model.card, max_steps=self._max_steps
@@ -271,7 +151,7 @@ class MultiStepper:
                 others[i] if i in others else mine[i][None]
                 for i in np.flatnonzero(answered).tolist()
             ]
-            outputs = _rows_together(parts)
+            outputs = rows_together(parts)
         return StepAnswers(
             next_seqs=next_seqs,
             answered=answered,
@@ -325,7 +205,7 @@ class MultiStepper:
             winners = await self._store.get_many([ids[i] for i in lost])
             for index, winner in zip(lost, winners, strict=True):
                 if winner is None:
-                    errors[index] = _gone(ids[index])
+                    errors[index] = session_gone(ids[index])
                     next_seqs[index] = NO_SEQ
                 else:
                     next_seqs[index] = winner.seq
@@ -367,7 +247,7 @@ class MultiStepper:
         for index, (record, seq) in enumerate(zip(records, seqs, strict=True)):
             # another key's session, or one of another model, answers like a missing one
             if record is None or (record.owner, record.model, record.version) != mine:
-                results[index] = ItemResult(None, error=_gone(columns.session_ids[index]))
+                results[index] = ItemResult(None, error=session_gone(columns.session_ids[index]))
             elif (error := invalid.get(index)) is not None:
                 results[index] = ItemResult(record.seq, error=error)
             else:
@@ -401,11 +281,18 @@ class MultiStepper:
     ) -> list[tuple[int, ItemResult]]:
         sequences = [r.sequence for r in runnable]
         states = RecurrentState.stack([r.record.state for r in runnable])
+        # the expiry is fixed before the run: with it, each key names the write its step makes
+        now = self._clock()
+        keys = [
+            pool_key(
+                r.record, steps=len(r.sequence), digest=r.digest, expires_at=now + r.record.ttl_s
+            )
+            for r in runnable
+        ]
         try:
-            outputs = await self._runner.run_step_batch(model, sequences, states)
+            outputs = await self._runner.run_step_batch(model, sequences, states, keys)
         except RnnServeError as exc:  # queue full, shutting down, model unloaded
             return [(r.index, ItemResult(r.record.seq, error=exc)) for r in runnable]
-        expires_at = self._clock()
         updated = [
             advanced(
                 r.record,
@@ -413,9 +300,9 @@ class MultiStepper:
                 steps=len(r.sequence),
                 digest=r.digest,
                 outputs=out.y,
-                expires_at=expires_at + r.record.ttl_s,
+                expires_at=key.new_tag.expires_at,
             )
-            for r, out in zip(runnable, outputs, strict=True)
+            for r, out, key in zip(runnable, outputs, keys, strict=True)
         ]
         try:
             written = await self._store.compare_and_set_many(
@@ -444,7 +331,7 @@ class MultiStepper:
         out: list[tuple[int, ItemResult]] = []
         for r, winner in zip(lost, winners, strict=True):
             if winner is None:
-                out.append((r.index, ItemResult(None, error=_gone(r.record.session_id))))
+                out.append((r.index, ItemResult(None, error=session_gone(r.record.session_id))))
             elif is_replay(winner, r.record.seq, r.digest):
                 self._count(replayed=1)
                 out.append((r.index, ItemResult(winner.seq, winner.last_outputs, replayed=True)))

@@ -26,6 +26,7 @@ from service.core.sessions.record import (
 )
 from service.core.sessions.store import SessionStore
 from service.core.state import FloatArray, RecurrentState, SequenceArray
+from service.core.state_pool import PoolKey, pool_key
 from service.core.version import LoadedModel
 from service.errors import (
     NotStreamableError,
@@ -34,15 +35,9 @@ from service.errors import (
     StoreUnavailableError,
 )
 from service.metrics import Metrics
-from service.operations.multistep import (
-    BatchStepRunner,
-    MultiStepper,
-    StepAnswers,
-    StepColumns,
-    conflict_error,
-    digest_of,
-    is_replay,
-)
+from service.operations.multistep import BatchStepRunner, MultiStepper
+from service.operations.step_columns import StepAnswers, StepColumns
+from service.operations.step_rules import conflict_error, digest_of, is_replay
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +57,14 @@ class StepRunner(BatchStepRunner, Protocol):
     a BatchStepRunner, many sessions' steps at once)."""
 
     async def run_steps(
-        self, model: LoadedModel, sequence: SequenceArray, state: RecurrentState
+        self,
+        model: LoadedModel,
+        sequence: SequenceArray,
+        state: RecurrentState,
+        key: PoolKey | None = None,
     ) -> SequenceResult:
-        """Outputs of the steps and the state after the last one."""
+        """Outputs of the steps and the state after the last one; `key` names the session
+        and the stored writes involved, for runners that keep states on the device."""
         ...
 
 
@@ -217,14 +217,17 @@ class SessionManager:
                 self._replayed.inc()
                 return StepOutcome(record.last_outputs, record, replayed=True)
             raise self._conflict(record, seq)
-        result = await self._runner.run_steps(model, sequence, record.state)
+        # the expiry is fixed before the run: with it, the key names the write this step makes
+        expires_at = self._clock() + record.ttl_s
+        key = pool_key(record, steps=len(sequence), digest=digest, expires_at=expires_at)
+        result = await self._runner.run_steps(model, sequence, record.state, key)
         updated = advanced(
             record,
             state=result.state.frozen(),
             steps=len(sequence),
             digest=digest,
             outputs=result.y,
-            expires_at=self._clock() + record.ttl_s,
+            expires_at=expires_at,
         )
         if await self._store.compare_and_set(updated, expected_seq=record.seq):
             self._applied.inc()

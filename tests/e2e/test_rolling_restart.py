@@ -26,7 +26,7 @@ import websockets
 from tests.deploy.front import loopback_config, nginx_binary, start_front, wait_until_up
 from tests.support.models import RandomRepository
 from tests.support.redis import PATIENT_TIMEOUT_S, drop_prefix, fresh_prefix, store_url
-from tests.support.servers import ROOT, free_port
+from tests.support.servers import ROOT, free_port, server_provider_env
 from tests.support.streams import Stream, make_streams, metric, open_stream, stored_session
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.slow]
@@ -225,7 +225,7 @@ def test_rolling_restart_under_streaming_load_loses_no_step_and_applies_none_twi
 ) -> None:
     env = {
         **os.environ,
-        "RNNSERVE_PROVIDERS": "CPUExecutionProvider",
+        **server_provider_env(),
         "RNNSERVE_SESSION_STORE": store_url(prefix),
         "RNNSERVE_STORE_TIMEOUT_S": str(PATIENT_TIMEOUT_S),
         "RNNSERVE_ACCESS_LOG": "false",

@@ -1,15 +1,22 @@
-"""Random models built through the real exporter (imports torch: only export fixtures use it)."""
+"""Random models built through the real exporter (torch is imported only to export them).
+
+`RNNSERVE_TEST_REPOSITORY` names a repository exported beforehand (`bench/gpu.sh --prepare`):
+the fixture copies it instead of exporting, so the end-to-end tests run where torch is not
+installed (a GPU box with only the serving wheels); `modules` is then empty.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    from export.architectures import RecurrentModel
 
-from export.api import export_module
-from export.architectures import RecurrentModel
+PREPARED_REPOSITORY_ENV = "RNNSERVE_TEST_REPOSITORY"
 
 # name -> RecurrentModel kwargs; small enough to export in milliseconds, varied enough to cover
 # every cell, tokens and features, 1 and 3 layers, both heads, relu, and a bidirectional model.
@@ -70,6 +77,11 @@ def export_random_model(
     repository: Path, name: str, *, seed: int = 0, **kwargs: Any
 ) -> RecurrentModel:
     """Build a seeded random RecurrentModel and export it through the real exporter."""
+    import torch
+
+    from export.api import export_module
+    from export.architectures import RecurrentModel
+
     torch.manual_seed(seed)
     module = RecurrentModel(**kwargs).eval()
     export_module(module, name=name, repository=repository)
@@ -77,7 +89,10 @@ def export_random_model(
 
 
 def export_random_repository(path: Path) -> RandomRepository:
-    """Every model in RANDOM_MODELS, exported into `path`."""
+    """Every model in RANDOM_MODELS, exported into `path` (or copied from the prepared one)."""
+    if prepared := os.environ.get(PREPARED_REPOSITORY_ENV):
+        shutil.copytree(prepared, path, dirs_exist_ok=True)
+        return RandomRepository(path, {})
     modules = {
         name: export_random_model(path, name, seed=i, **kwargs)
         for i, (name, kwargs) in enumerate(RANDOM_MODELS.items())

@@ -51,6 +51,18 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def server_provider_env() -> dict[str, str]:
+    """The providers test servers run on: CPU, unless `bench/gpu.sh` asks for CUDA.
+
+    `TEST_SERVER_PROVIDERS` and `TEST_SERVER_REQUIRE_PROVIDER` reach only the servers the tests
+    start, not the test process (whose in-process apps build their own settings).
+    """
+    env = {"RNNSERVE_PROVIDERS": os.environ.get("TEST_SERVER_PROVIDERS", "CPUExecutionProvider")}
+    if required := os.environ.get("TEST_SERVER_REQUIRE_PROVIDER"):
+        env["RNNSERVE_REQUIRE_PROVIDER"] = required
+    return env
+
+
 def start_server(
     repository: Path,
     log_dir: Path,
@@ -61,7 +73,7 @@ def start_server(
     """Start `rnnserve serve` on a free port and wait until /health/ready answers 200."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
-    full_env = {**os.environ, "RNNSERVE_PROVIDERS": "CPUExecutionProvider", **(env or {})}
+    full_env = {**os.environ, **server_provider_env(), **(env or {})}
     command = [
         sys.executable,
         "-m",

@@ -16,8 +16,9 @@ from service.core.state import RecurrentState, SequenceArray
 from service.core.version import LoadedModel
 from service.errors import SessionConflictError, SessionNotFoundError, StoreUnavailableError
 from service.metrics import Metrics
-from service.operations.multistep import MultiStepper, StepColumns
+from service.operations.multistep import MultiStepper
 from service.operations.sessions import SessionManager, SessionSettings
+from service.operations.step_columns import StepColumns
 from tests.support.clock import ManualClock
 from tests.unit.operations.test_sessions import FEATURES, DirectSteps, Sessions, repository
 
@@ -45,9 +46,9 @@ class RacingRunner(DirectSteps):
         await self._race()
         return await super().run_step_rows(model, inputs, states)
 
-    async def run_step_batch(self, model, sequences, states):  # type: ignore[no-untyped-def]
+    async def run_step_batch(self, model, sequences, states, keys=None):  # type: ignore[no-untyped-def]
         await self._race()
-        return await super().run_step_batch(model, sequences, states)
+        return await super().run_step_batch(model, sequences, states, keys)
 
 
 class DownStore(MemorySessionStore):

@@ -38,14 +38,22 @@ class DirectSteps:
     """A StepRunner that runs each request alone, no batcher."""
 
     async def run_steps(
-        self, model: LoadedModel, sequence: SequenceArray, state: RecurrentState
+        self,
+        model: LoadedModel,
+        sequence: SequenceArray,
+        state: RecurrentState,
+        key: object = None,
     ) -> SequenceResult:
         lengths = np.array([len(sequence)], np.int32)
         (result,) = run_batch(RnnBatch(sequence[None], lengths, state), model.runner)
         return result
 
     async def run_step_batch(
-        self, model: LoadedModel, sequences: list[SequenceArray], states: RecurrentState
+        self,
+        model: LoadedModel,
+        sequences: list[SequenceArray],
+        states: RecurrentState,
+        keys: object = None,
     ) -> list[SequenceResult]:
         return [
             await self.run_steps(model, sequence, states.rows(row, row + 1))
