@@ -175,3 +175,37 @@ def test_a_mux_answer_that_does_not_add_up_is_refused() -> None:
     assert describe_statuses(np.array([0, 2, 2, 3], dtype=np.uint16)) == (
         "conflict x2, unknown slot x1"
     )
+
+
+async def test_the_raw_websocket_client_speaks_to_a_standard_server() -> None:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    from bench.loadgen.rawws import HandshakeError, raw_connect
+
+    async def echo(socket: ServerConnection) -> None:
+        await socket.send("hello")
+        async for message in socket:
+            await socket.send(message)
+
+    async with serve(echo, "127.0.0.1", 0, compression=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        client = await raw_connect(f"ws://127.0.0.1:{port}/v1/x")
+        try:
+            assert await client.recv() == "hello"
+            await client.send('{"seq": 1}', text=True)
+            assert await client.recv(decode=False) == b'{"seq": 1}'
+            big = bytes(range(256)) * 300  # 76,800 bytes: the 64-bit length form
+            await client.send(big, text=False)
+            assert await client.recv() == big
+        finally:
+            await client.close()
+
+    async def refuse(socket: ServerConnection) -> None:
+        return None
+
+    async with serve(
+        refuse, "127.0.0.1", 0, process_request=lambda c, r: c.respond(403, "no")
+    ) as refusing:
+        port = next(iter(refusing.sockets)).getsockname()[1]
+        with pytest.raises((HandshakeError, OSError)):
+            await raw_connect(f"ws://127.0.0.1:{port}/v1/x")
