@@ -28,9 +28,11 @@ from bench.model import Reference, export_bench_model
 from bench.perf import perf_analyzer_profiles
 from bench.procs import ROOT, ServerPool, install_signal_handlers, pin_harness
 from bench.report import RNNSERVE, SCENARIOS, Row, add_ratios, plain_table, write_outputs
+from bench.scenarios.ceiling import loadgen_ceiling, ort_ceiling
+from bench.scenarios.mux import mux_at, redis_mux
 from bench.scenarios.ops import cold_start, memory
 from bench.scenarios.predict import predict_at, predict_mixed
-from bench.scenarios.streams import streams64_rest, streams64_ws, streams1024_ws
+from bench.scenarios.streams import streams10k_ws, streams64_rest, streams64_ws, streams1024_ws
 from bench.scenarios.variants import redis_store, step_batcher_off
 
 Scenario = Callable[[Harness], Awaitable[list[Row]]]
@@ -41,10 +43,16 @@ LOAD_SCENARIOS: dict[str, Scenario] = {
     "streams64_rest": streams64_rest,
     "streams64_ws": streams64_ws,
     "streams1024_ws": streams1024_ws,
+    "streams10k_ws": streams10k_ws,
+    "ort_ceiling": ort_ceiling,
+    "mux_256": lambda h: mux_at(h, "mux_256"),
+    "mux_4096": lambda h: mux_at(h, "mux_4096"),
+    "loadgen_ceiling": loadgen_ceiling,
 }
 VARIANT_SCENARIOS: dict[str, Scenario] = {
     "step_batcher_off": step_batcher_off,
     "redis_store": redis_store,
+    "redis_mux": redis_mux,
     # servers of its own, started and stopped around its profiles
     "perf_analyzer": perf_analyzer_profiles,
 }
@@ -54,6 +62,7 @@ LOAD_SERVERS = {
     "predict_mixed": ("textbook", "hand-tuned", "bare"),
     "streams64_rest": ("textbook", "hand-tuned", PYTRITON),
     "streams64_ws": ("hand-tuned",),
+    "loadgen_ceiling": ("bare",),
 }
 CRASHED = "crashed"
 BUSY_LOAD = 1.0
@@ -192,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     md_path, json_path = write_outputs(out_dir, h.rows, bars, info)
     print(plain_table(h.rows))
-    print("\nThe bar (issue 6):\n" + "\n".join(f"- {line}" for line in bars))
+    print("\nThe bars (issues 12 and 6):\n" + "\n".join(f"- {line}" for line in bars))
     print(f"\nwrote {md_path} and {json_path}")
     if any(row.status == Outcome.WRONG.value for row in h.rows):
         return 1

@@ -89,7 +89,8 @@ def conditions(
         "versions": versions,
         "nvidia-pytriton": _pytriton_version(pytriton),
         "POST load generator": f"{post} ({_wrk_version()})" if post == "wrk" else post,
-        "stream load generator": "built-in asyncio client (REST), websockets client (WS), "
+        "stream load generator": "built-in asyncio client (REST), raw asyncio WebSocket client "
+        "(WS and mux; bench/loadgen/rawws.py), "
         "closed loop, one connection per stream",
         "durations": f"per row: {budget.warmup_s:g} s warm-up, then {budget.rounds} interleaved "
         f"round(s) of {budget.measure_s:g} s measured (wrk: whole seconds)",

@@ -25,7 +25,7 @@ cd "$ROOT"
 PREPARED=bench/out/gpu-models
 CUDA=CUDAExecutionProvider
 CPU=CPUExecutionProvider
-SCENARIOS_WANTED=(predict_c1 predict_c32 streams64_ws streams1024_ws mux_256 mux_4096)
+SCENARIOS_WANTED=(predict_c1 predict_c32 streams64_ws streams1024_ws ort_ceiling mux_256 mux_4096)
 E2E_TESTS=(
     tests/e2e/test_providers.py
     tests/e2e/test_serve.py

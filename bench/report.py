@@ -1,4 +1,4 @@
-"""Rows, ratios to the baselines, the bars of issue 6, and the markdown + JSON output."""
+"""Rows, ratios to the baselines, the bars of issues 12 and 6, and the markdown + JSON output."""
 
 from __future__ import annotations
 
@@ -16,18 +16,28 @@ SCENARIOS = (
     "streams64_rest",
     "streams64_ws",
     "streams1024_ws",
+    "streams10k_ws",
+    "ort_ceiling",
+    "mux_256",
+    "mux_4096",
+    "loadgen_ceiling",
     "step_batcher_off",
     "redis_store",
+    "redis_mux",
     "perf_analyzer",
     "cold_start",
     "memory_10k",
     "memory_100k",
 )
-# The issue compares rnnserve's WebSocket (and the variants) with the hand-tuned per-step REST
-# server; every other row is compared within its own scenario.
+# Issue 12 compares the WebSocket streams (any count) and mux with the hand-tuned stateful
+# WebSocket server, the variants with the hand-tuned per-step REST server (as issue 6 did);
+# every other row is compared within its own scenario.
 RATIO_SCENARIO = {
-    "streams64_ws": "streams64_rest",
-    "streams1024_ws": "streams64_rest",
+    "streams1024_ws": "streams64_ws",
+    "streams10k_ws": "streams64_ws",
+    "mux_256": "streams64_ws",
+    "mux_4096": "streams64_ws",
+    "redis_mux": "streams64_ws",
     "step_batcher_off": "streams64_rest",
     "redis_store": "streams64_rest",
 }
@@ -162,7 +172,7 @@ def write_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     md = ["# rnnserve benchmark", "", "## Conditions", ""]
     md += [f"- {key}: {value}" for key, value in conditions.items()]
-    md += ["", "## Results", "", markdown_table(rows), "", "## The bar (issue 6)", ""]
+    md += ["", "## Results", "", markdown_table(rows), "", "## The bars (issues 12 and 6)", ""]
     md += [f"- {line}" for line in bars]
     md += ["", LEGEND]
     md_path = out_dir / "results.md"
@@ -179,8 +189,10 @@ def write_outputs(
 
 
 LEGEND = """Ratios are value / the hand-tuned (or textbook) value of the same scenario; the
-WebSocket, step-batcher-off and Redis rows are divided by the hand-tuned *REST* 64-stream
-figure, as the issue's bar compares them. For cold start (s) lower is better. Latency is per
+1,024- and 10,000-stream WebSocket rows and the mux rows are divided by the hand-tuned
+stateful *WebSocket* server's 64-stream figure (issue 12), the step-batcher-off and Redis store
+rows by the hand-tuned *REST* 64-stream figure (issue 6). Mux throughput counts steps (records),
+its latency is per frame. For cold start (s) lower is better. Latency is per
 request (per step for streams), closed loop. `server CPU` is the CPU the server's process
 group used during the window (100% = the one core it is pinned to); `waited` is the time its
 threads were runnable but the core ran something else (other work on a shared machine, or its

@@ -46,6 +46,8 @@ class Target:
     profile_name: str | None = None
     extra: tuple[Hook, Hook] | None = None
     note: str = ""
+    # operations per completed request: a mux frame carries one step per session on its socket
+    per_request: int = 1
 
 
 @dataclass
@@ -138,12 +140,12 @@ def aggregate(running: _Running, profiles_dir: Path | None = None) -> Row:
         server=target.label,
         protocol=target.protocol,
         concurrency=loads[0].concurrency,
-        value=requests / duration_s if duration_s else None,
+        value=requests * target.per_request / duration_s if duration_s else None,
         unit=target.unit,
         p50_ms=_median([load.p50_ms for load in loads]),
         p99_ms=_median([load.p99_ms for load in loads]),
         errors=sum(load.errors for load in loads),
-        requests=requests,
+        requests=requests * target.per_request,
         batch_mean=batch_sum / batch_count if batch_count else None,
         server_cpu_pct=_median([s.server_cpu_pct for s in samples]),
         server_wait_pct=_median([s.server_wait_pct for s in samples]),

@@ -17,7 +17,14 @@ from functools import partial
 
 import numpy as np
 
-from service.core.batching import Batcher, JobRunner, SequenceResult, run_jobs
+from service.core.batching import (
+    Batcher,
+    JobRunner,
+    SequenceResult,
+    default_inline_max_steps,
+    run_jobs,
+    usable_cpus,
+)
 from service.core.inputs import Limits
 from service.core.memory import CgroupMemory, MemoryWatermark
 from service.core.pooled_steps import run_pooled_jobs
@@ -176,6 +183,9 @@ class Engine:
     def _start_workers(self, model: LoadedModel) -> ModelWorkers:
         s = self.settings
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{model.name}")
+        inline_max_steps = s.inline_max_steps
+        if inline_max_steps is None:
+            inline_max_steps = default_inline_max_steps(usable_cpus())
 
         def batcher(
             kind: str, max_batch_size: int, max_delay_ms: float, queue: int, run: JobRunner
@@ -188,7 +198,7 @@ class Engine:
                 max_batch_size=max_batch_size,
                 max_delay_ms=max_delay_ms,
                 max_queue_size=queue,
-                inline_max_steps=s.inline_max_steps,
+                inline_max_steps=inline_max_steps,
                 run=run,
             )
 

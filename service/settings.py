@@ -79,8 +79,9 @@ class Settings(BaseSettings):
     # Waiting longer only pays when compute dominates; at concurrency 1 it is pure latency.
     max_queue_delay_ms: float = Field(default=0.0, ge=0)
     max_queue_size: int = Field(default=1024, ge=1)
-    # batches of at most this many padded steps (sequences x longest) skip the worker thread
-    inline_max_steps: int = Field(default=256, ge=0)
+    # batches of at most this many padded steps (sequences x longest) skip the worker thread;
+    # None: every batch when the process may run on one CPU only, else 256 (core.batching)
+    inline_max_steps: int | None = Field(default=None, ge=0)
 
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_sequences: int = Field(default=256, ge=1)

@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.loadgen.closedloop import Worker
 from bench.loadgen.rawhttp import Connection, encode_request
+from bench.loadgen.rawws import RawWebSocket, raw_connect
 from bench.model import HIDDEN_SIZE, NUM_LAYERS, json_floats, v2_json_body, v2_outputs
 
 SETUP_CONCURRENCY = 64
@@ -118,18 +119,26 @@ async def ws_connect(url: str) -> ClientConnection:
     return socket
 
 
+async def raw_ws_connect(url: str) -> RawWebSocket:
+    """The load's client (bench.loadgen.rawws, far cheaper per message than `websockets`); the
+    stream's greeting is read here, before any step."""
+    socket = await raw_connect(url)
+    await socket.recv(decode=False)
+    return socket
+
+
 async def ws_workers(
     port: int, session_ids: Sequence[str], inputs: Sequence[bytes]
-) -> tuple[list[Worker], list[ClientConnection]]:
+) -> tuple[list[Worker], list[RawWebSocket]]:
     """One WebSocket per session on /v1/sessions/{id}/stream, connected with bounded concurrency."""
-    sockets: list[ClientConnection] = await bounded(
+    sockets: list[RawWebSocket] = await bounded(
         [
-            lambda s=session_id: ws_connect(f"ws://127.0.0.1:{port}/v1/sessions/{s}/stream")
+            lambda s=session_id: raw_ws_connect(f"ws://127.0.0.1:{port}/v1/sessions/{s}/stream")
             for session_id in session_ids
         ]
     )
 
-    def make(index: int, socket: ClientConnection) -> Worker:
+    def make(index: int, socket: RawWebSocket) -> Worker:
         seq = 0
 
         async def call() -> str | None:
@@ -146,7 +155,7 @@ async def ws_workers(
     return [make(i, s) for i, s in enumerate(sockets)], sockets
 
 
-async def close_sockets(sockets: Sequence[ClientConnection]) -> None:
+async def close_sockets(sockets: Sequence[ClientConnection | RawWebSocket]) -> None:
     """Close every WebSocket, bounded."""
     await bounded([lambda s=s: s.close() for s in sockets])
 

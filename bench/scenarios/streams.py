@@ -33,6 +33,9 @@ from bench.rounds import Prepared, Target, run_targets
 
 REST, WS, V2_STATE = "REST", "WS", "V2 JSON, state via client"
 PROFILED = (RNNSERVE, "hand-tuned")  # with --profile: rnnserve, and the baseline it must beat
+PROFILED_SCENARIOS = (
+    "streams64_rest", "streams64_ws", "streams1024_ws", "streams10k_ws", "redis_store",
+)  # fmt: skip
 NO_SESSIONS = (
     "rnnserve offers no sessions routes yet (POST /v1/models/{name}/sessions, "
     "POST /v1/sessions/{id}/steps)"
@@ -65,7 +68,7 @@ async def _prepare(h: Harness, label: str, server: Server, protocol: str, stream
             workers, sockets = await ws_workers(port, ids, step_inputs(h.rng))
         else:
             workers, connections = rest_workers(port, ids, step_inputs(h.rng))
-    generator = "websockets client" if protocol == WS else "builtin asyncio client"
+    generator = "raw asyncio WebSocket client" if protocol == WS else "builtin asyncio client"
 
     async def run(window: Window) -> LoadResult:
         return await run_closed_loop(
@@ -88,6 +91,15 @@ async def _prepare(h: Harness, label: str, server: Server, protocol: str, stream
     return Prepared(run, release)
 
 
+def _profile_name(scenario: str, label: str, protocol: str) -> str:
+    """`scenario-label`, plus the variant (`redis_store-rnnserve-WS-Redis`) where one scenario
+    measures one server under several protocols and stores."""
+    if scenario in ("streams64_rest", "streams64_ws", "streams1024_ws", "streams10k_ws"):
+        return f"{scenario}-{label}"
+    variant = "-".join(part.replace(" ", "_") for part in protocol.split(", "))
+    return f"{scenario}-{label}-{variant}"
+
+
 def stream_target(
     h: Harness,
     scenario: str,
@@ -104,7 +116,7 @@ def stream_target(
     """`streams` closed-loop single-step streams on one server, checked first; `transport`
     (REST or WS) defaults to `protocol`, which may carry a label such as "WS, batcher off"."""
     transport = transport or protocol
-    profiled = label in PROFILED and scenario in ("streams64_rest", "streams64_ws")
+    profiled = label in PROFILED and scenario in PROFILED_SCENARIOS
     return Target(
         scenario=scenario,
         label=label,
@@ -115,7 +127,7 @@ def stream_target(
         check=_check_for(h, label, server, transport),
         prepare=lambda: _prepare(h, label, server, transport, streams),
         batch_kind="step" if label == RNNSERVE else None,
-        profile_name=f"{scenario}-{label}" if profiled else None,
+        profile_name=_profile_name(scenario, label, protocol) if profiled else None,
         extra=extra,
         note=note,
     )
@@ -159,3 +171,10 @@ async def streams64_ws(h: Harness) -> list[Row]:
 async def streams1024_ws(h: Harness) -> list[Row]:
     """1024 concurrent WebSocket streams on rnnserve; the step batcher's mean batch."""
     return await _rows(h, "streams1024_ws", [(RNNSERVE, WS)], h.budget.large_streams)
+
+
+async def streams10k_ws(h: Harness) -> list[Row]:
+    """10,000 concurrent WebSocket streams on rnnserve (full mode only)."""
+    if h.budget.huge_streams is None:
+        return [unavailable("streams10k_ws", RNNSERVE, WS, "skipped in --quick")]
+    return await _rows(h, "streams10k_ws", [(RNNSERVE, WS)], h.budget.huge_streams)

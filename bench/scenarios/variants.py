@@ -20,7 +20,7 @@ REDIS_DB = 13
 STREAMS = 64
 
 
-def _start(h: Harness, scenario: str, env: dict[str, str]) -> Server | str:
+def start_variant(h: Harness, scenario: str, env: dict[str, str]) -> Server | str:
     """The variant server, or why it could not start."""
     try:
         return h.pool.launch(h.rnnserve_spec(name=f"rnnserve-{scenario}", env=env))
@@ -64,7 +64,7 @@ def _pair(
     return targets
 
 
-def _relate(rows: list[Row], variant_label: str, default_label: str) -> None:
+def relate(rows: list[Row], variant_label: str, default_label: str) -> None:
     """Note each variant row's ratio to the default row of its protocol."""
     for row in rows:
         protocol, _, label = row.protocol.partition(", ")
@@ -77,7 +77,8 @@ def _relate(rows: list[Row], variant_label: str, default_label: str) -> None:
             row.note = f"{row.value / reference.value:.2f}x the {default_label} server; " + row.note
 
 
-def _unavailable_rows(h: Harness, scenario: str) -> list[Row] | None:
+def unavailable_rows(h: Harness, scenario: str) -> list[Row] | None:
+    """The scenario's n/a rows when rnnserve or its sessions are missing, else None."""
     if RNNSERVE not in h.servers:
         why = h.missing.get(RNNSERVE, "rnnserve was not started")
         return [unavailable(scenario, RNNSERVE, p, why) for p in (REST, WS)]
@@ -89,10 +90,10 @@ def _unavailable_rows(h: Harness, scenario: str) -> list[Row] | None:
 async def step_batcher_off(h: Harness) -> list[Row]:
     """64 streams, REST and WS, with RNNSERVE_MAX_STEP_BATCH_SIZE=1 next to the default."""
     scenario = "step_batcher_off"
-    missing = _unavailable_rows(h, scenario)
+    missing = unavailable_rows(h, scenario)
     if missing:
         return missing
-    server = _start(h, scenario, {"RNNSERVE_MAX_STEP_BATCH_SIZE": "1"})
+    server = start_variant(h, scenario, {"RNNSERVE_MAX_STEP_BATCH_SIZE": "1"})
     if isinstance(server, str):
         return [Row(scenario, RNNSERVE, REST, status="error", note=server)]
     labels = ("batcher off", "batcher on")
@@ -102,7 +103,7 @@ async def step_batcher_off(h: Harness) -> list[Row]:
         )
     finally:
         h.pool.stop(server)
-    _relate(rows, *labels)
+    relate(rows, *labels)
     return rows
 
 
@@ -116,7 +117,7 @@ async def redis_store(h: Harness) -> list[Row]:
     """64 streams, REST and WS, with RNNSERVE_SESSION_STORE=redis://127.0.0.1:6379/13 next to
     the default memory store; Redis commands per step from its own counter."""
     scenario = "redis_store"
-    missing = _unavailable_rows(h, scenario)
+    missing = unavailable_rows(h, scenario)
     if missing:
         return missing
     if not redis_up(REDIS_PORT):
@@ -124,14 +125,16 @@ async def redis_store(h: Harness) -> list[Row]:
             unavailable(scenario, RNNSERVE, p, "no Redis on 127.0.0.1:6379") for p in (REST, WS)
         ]
     url = f"redis://127.0.0.1:{REDIS_PORT}/{REDIS_DB}"
-    server = _start(h, scenario, {"RNNSERVE_SESSION_STORE": url, "RNNSERVE_SESSION_TTL_S": "300"})
+    server = start_variant(
+        h, scenario, {"RNNSERVE_SESSION_STORE": url, "RNNSERVE_SESSION_TTL_S": "300"}
+    )
     if isinstance(server, str):
         why = f"rnnserve did not start with RNNSERVE_SESSION_STORE={url}: {server[-300:]}"
         return [unavailable(scenario, RNNSERVE, p, why) for p in (REST, WS)]
     labels = ("Redis", "memory store")
     counts: dict[str, list[int | None]] = {REST: [], WS: []}
     try:
-        if not await _reaches_redis(h, server):
+        if not await reaches_redis(h, server):
             why = f"sessions did not reach Redis db {REDIS_DB} (Redis store not implemented yet?)"
             return [unavailable(scenario, RNNSERVE, p, why) for p in (REST, WS)]
         targets = _pair(h, scenario, server, labels, note=f"Redis db {REDIS_DB}")
@@ -141,7 +144,7 @@ async def redis_store(h: Harness) -> list[Row]:
         rows = await run_targets(h, targets)
     finally:
         h.pool.stop(server)
-    _relate(rows, *labels)
+    relate(rows, *labels)
     for row in rows:
         protocol, _, label = row.protocol.partition(", ")
         if label == labels[0]:
@@ -149,7 +152,8 @@ async def redis_store(h: Harness) -> list[Row]:
     return rows
 
 
-async def _reaches_redis(h: Harness, server: Server) -> bool:
+async def reaches_redis(h: Harness, server: Server) -> bool:
+    """Whether a session opened on `server` lands in Redis (the store is really in use)."""
     before = _redis_keys(REDIS_DB)
     try:
         ids = await open_sessions(server.spec.port, h.model.name, 1, concurrency=1)

@@ -87,7 +87,9 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            # a socket's messages have no status or headers: they skip the wrapper (one
+            # coroutine call per message saved on the streaming path)
+            await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
         finally:
             elapsed = time.perf_counter() - started
             if scope["type"] == "http":

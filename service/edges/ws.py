@@ -15,16 +15,24 @@ socket until its TTL, so a client reconnects and continues.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from service.edges.errors import close_code_for, count_rejection, error_frame
-from service.edges.http.codec import decode_step, describe_session, render_step, to_array
+from service.edges.http.codec import (
+    JsonBody,
+    decode_step,
+    describe_session,
+    parse_body,
+    render_step,
+    step_inputs,
+)
 from service.edges.http.deps import engine_of, owner_of, query_version
 from service.edges.ws_auth import chosen_protocol
 from service.edges.ws_guard import WebSocketGuard
@@ -40,15 +48,15 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 
 
-def parse_frame(message: Mapping[str, Any]) -> Any:
-    """The JSON inside a text or binary frame."""
+def parse_frame(message: Mapping[str, Any]) -> JsonBody:
+    """The JSON inside a text or binary frame (and whether it is plain, see JsonBody)."""
     data = message.get("text")
     if data is None:
         data = message.get("bytes") or b""
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(f"message is not valid JSON: {exc}") from None
+        return parse_body(data)
+    except InvalidInputError as exc:
+        raise InvalidInputError(exc.message.replace("body", "message", 1)) from None
 
 
 async def _refuse(websocket: WebSocket, exc: RnnServeError) -> None:
@@ -72,7 +80,9 @@ async def stream_session(websocket: WebSocket, session_id: str) -> None:
     except RnnServeError as exc:
         await _refuse(websocket, exc)
         return
-    await _pump(websocket, sessions, record.session_id, owner, hello=describe_session(record))
+    await _shallow(
+        _pump(websocket, sessions, record.session_id, owner, hello=describe_session(record))
+    )
 
 
 @router.websocket("/v1/models/{name}/stream")
@@ -87,7 +97,19 @@ async def stream_new_session(websocket: WebSocket, name: str) -> None:
     except RnnServeError as exc:
         await _refuse(websocket, exc)
         return
-    await _pump(websocket, sessions, record.session_id, owner, hello=describe_session(record))
+    await _shallow(
+        _pump(websocket, sessions, record.session_id, owner, hello=describe_session(record))
+    )
+
+
+async def _shallow(pump: Coroutine[Any, Any, None]) -> None:
+    """Run a socket's message loop as a task of its own, awaited here.
+
+    The endpoint runs ~20 coroutines deep (uvicorn, middleware, FastAPI and Starlette routing),
+    and every time a coroutine resumes, each frame of that chain resumes with it: twice per
+    step (the next message, the batch's answer). The task resumes only its own frames; its
+    context (request id) is a copy of the endpoint's, and cancelling the endpoint cancels it."""
+    await asyncio.get_running_loop().create_task(pump)
 
 
 async def _pump(
@@ -121,9 +143,10 @@ async def _answer(
             if message is None:
                 return
             try:
-                body = decode_step(parse_frame(message), seq_required=False)
+                frame = parse_frame(message)
+                body = decode_step(frame.payload, seq_required=False)
                 record = await sessions.get(session_id, owner)
-                inputs = to_array(body.inputs, where="inputs", what="a sequence")
+                inputs = step_inputs(body.inputs, frame.plain, sessions.model_of(record).card)
                 outcome = await sessions.step(record, seq=body.seq, inputs=inputs)
             except NotFoundError as exc:
                 await _refuse(websocket, exc)

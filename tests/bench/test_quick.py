@@ -44,7 +44,7 @@ def test_quick_mode_exits_zero_and_writes_both_reports(
     done, out = quick_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (out / "results.md").read_text().startswith("# rnnserve benchmark")
-    assert "The bar (issue 6)" in done.stdout
+    assert "The bars (issues 12 and 6)" in done.stdout
 
 
 @pytest.mark.slow

@@ -53,3 +53,11 @@ def test_serve_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -
         7,
         ["CPUExecutionProvider"],
     )
+
+
+def test_the_step_queue_has_its_own_bound_above_the_predict_queue() -> None:
+    settings = Settings()
+    assert settings.max_step_queue_size >= 10_000 > settings.max_queue_size
+    assert settings.inline_max_steps is None
+    with pytest.raises(ValidationError):
+        Settings(max_step_queue_size=0)

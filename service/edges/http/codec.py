@@ -35,12 +35,56 @@ STEP_FIELDS = frozenset({"seq", "inputs"})
 RESET_FIELDS = frozenset({"initial_state"})
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes | str) -> Any:
     """Parse a request body; malformed JSON is the client's error."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInputError(f"body is not valid JSON: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class JsonBody:
+    """A parsed body, and whether it is `plain`: an object whose only strings, booleans and
+    nulls are its own keys and top-level values (`"output": "all"`, `"return_state": true`).
+    Then every list in it holds numbers (or lists) only, and decodes straight to float32
+    (`to_array(float32=True)`) without the per-value checks that name a bad value: there is
+    none."""
+
+    payload: Any
+    plain: bool
+
+
+_LITERALS = {"true": True, "false": False, "null": None}
+
+
+def _is_plain(data: bytes | str, payload: dict[str, Any]) -> bool:
+    # Every JSON string needs two unescaped quotes and every literal its word, so when the text
+    # has exactly as many as the top level accounts for, nothing nested is a string or literal.
+    # Top-level strings holding a quote or a literal's word could hide one: not plain then.
+    quotes = 2 * len(payload)
+    literals = dict.fromkeys(_LITERALS, 0)
+    for key, value in payload.items():
+        texts = [key]
+        if isinstance(value, str):
+            texts.append(value)
+            quotes += 2
+        elif value is None or isinstance(value, bool):
+            literals[orjson.dumps(value).decode()] += 1
+        for text in texts:
+            if '"' in text or any(word in text for word in _LITERALS):
+                return False
+    if isinstance(data, str):
+        counts = [data.count('"'), *(data.count(word) for word in _LITERALS)]
+    else:
+        counts = [data.count(b'"'), *(data.count(word.encode()) for word in _LITERALS)]
+    return counts == [quotes, *literals.values()]
+
+
+def parse_body(data: bytes | str) -> JsonBody:
+    """Parse a body or message, and say whether it is plain (a few substring counts in C)."""
+    payload = parse_json(data)
+    return JsonBody(payload, isinstance(payload, dict) and _is_plain(data, payload))
 
 
 def fields_of(payload: Any, allowed: frozenset[str], what: str) -> dict[str, Any]:
@@ -65,10 +109,20 @@ def flag_of(value: Any, name: str) -> bool:
     return value
 
 
-def to_array(raw: Any, *, where: str, what: str) -> np.ndarray[Any, Any]:
-    """Nested JSON lists of numbers -> an array; a bool, string or null is named precisely."""
+def to_array(raw: Any, *, where: str, what: str, float32: bool = False) -> np.ndarray[Any, Any]:
+    """Nested JSON lists of numbers -> an array; a bool, string or null is named precisely.
+
+    `float32` (only for lists from a plain body, see JsonBody) decodes straight to float32,
+    half the cost of inferring the type and converting afterwards; a ragged list still gets
+    the precise message below."""
     if not isinstance(raw, list):
         raise InvalidInputError(f"{where}: {what} is a list")
+    if float32:
+        try:
+            with np.errstate(over="ignore"):  # out of float32 range: inf, refused by the checks
+                return np.array(raw, dtype=np.float32)
+        except (ValueError, TypeError):
+            pass
     try:
         array = np.asarray(raw)
     except ValueError:
@@ -103,11 +157,19 @@ def _first_non_number(raw: Any, where: str) -> str | None:
     return None
 
 
-def to_sequence(raw: Any, card: ModelCard, *, where: str, max_steps: int) -> SequenceArray:
-    """One sequence as sent (a list of steps) -> a checked `[T, F]` or `[T]` array."""
-    return check_sequence(
-        to_array(raw, where=where, what="a sequence"), card, where=where, max_steps=max_steps
-    )
+def to_sequence(
+    raw: Any, card: ModelCard, *, where: str, max_steps: int, plain: bool = False
+) -> SequenceArray:
+    """One sequence as sent (a list of steps) -> a checked `[T, F]` or `[T]` array (`plain`:
+    from a plain body, see JsonBody)."""
+    array = to_array(raw, where=where, what="a sequence", float32=plain and not card.takes_tokens)
+    return check_sequence(array, card, where=where, max_steps=max_steps)
+
+
+def step_inputs(raw: Any, plain: bool, card: ModelCard) -> np.ndarray[Any, Any]:
+    """A step request's `inputs` as an array (checked against the model by the session)."""
+    float32 = plain and not card.takes_tokens
+    return to_array(raw, where="inputs", what="a sequence", float32=float32)
 
 
 def to_state(raw: Any, card: ModelCard, *, where: str) -> RecurrentState:
@@ -131,15 +193,18 @@ def state_to_json(state: RecurrentState, card: ModelCard) -> dict[str, Any]:
     }
 
 
-def decode_predict(payload: Any, card: ModelCard, limits: Limits) -> PredictRequest:
-    """Validate a predict body against the model; every check happens before any compute."""
+def decode_predict(
+    payload: Any, card: ModelCard, limits: Limits, *, plain: bool = False
+) -> PredictRequest:
+    """Validate a predict body against the model; every check happens before any compute
+    (`plain`: the body is, see JsonBody)."""
     body = fields_of(payload, PREDICT_FIELDS, "the predict body")
     raw_inputs = body.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInputError("inputs must be a non-empty list of sequences")
     check_sequence_count(len(raw_inputs), limits)
     sequences = [
-        to_sequence(raw, card, where=f"inputs[{i}]", max_steps=limits.max_steps)
+        to_sequence(raw, card, where=f"inputs[{i}]", max_steps=limits.max_steps, plain=plain)
         for i, raw in enumerate(raw_inputs)
     ]
     states = None

@@ -10,7 +10,13 @@ from starlette.responses import Response
 from service.core.card import ModelCard
 from service.core.repository import ModelEntry
 from service.edges.http.codec import decode_predict, render_predict
-from service.edges.http.deps import EngineDep, engine_of, json_response, query_version, read_json
+from service.edges.http.deps import (
+    EngineDep,
+    engine_of,
+    json_response,
+    query_version,
+    read_json_body,
+)
 from service.edges.http.routes import VERSION_PARAMETER, HotRoute, Malformed
 from service.edges.http.schemas import PredictAnswer, PredictBody, error_docs
 from service.operations.predict import predict as run_predict
@@ -83,8 +89,9 @@ async def predict(request: Request) -> Response:
     """
     engine = engine_of(request)
     model = engine.repository.get(request.path_params["name"], query_version(request))
-    payload = await read_json(request, engine)
-    result = await run_predict(engine, model, decode_predict(payload, model.card, engine.limits))
+    body = await read_json_body(request, engine)
+    decoded = decode_predict(body.payload, model.card, engine.limits, plain=body.plain)
+    result = await run_predict(engine, model, decoded)
     return Response(render_predict(result), media_type="application/json")
 
 

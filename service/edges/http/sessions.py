@@ -13,7 +13,7 @@ from service.edges.http.codec import (
     describe_session,
     render_state,
     render_step,
-    to_array,
+    step_inputs,
     to_state,
 )
 from service.edges.http.deps import (
@@ -22,7 +22,7 @@ from service.edges.http.deps import (
     json_response,
     owner_of,
     query_version,
-    read_json,
+    read_json_body,
     read_optional_json,
 )
 from service.edges.http.routes import VERSION_PARAMETER, HotRoute, Malformed
@@ -82,10 +82,11 @@ async def step_session(request: Request) -> Response:
     advance; any other seq is 409 with `detail.expected_seq`.
     """
     engine = engine_of(request)
-    body = decode_step(await read_json(request, engine), seq_required=True)
+    raw = await read_json_body(request, engine)
+    body = decode_step(raw.payload, seq_required=True)
     sessions = engine.sessions
     record = await sessions.get(request.path_params["session_id"], owner_of(request))
-    inputs = to_array(body.inputs, where="inputs", what="a sequence")
+    inputs = step_inputs(body.inputs, raw.plain, sessions.model_of(record).card)
     outcome = await sessions.step(record, seq=body.seq, inputs=inputs)
     return Response(render_step(outcome), media_type="application/json")
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.core.batching import Batcher
+from service.core.batching import Batcher, default_inline_max_steps, usable_cpus
 from service.core.repository import Repository
 from service.core.runtime import ModelRunner
 from service.errors import NotReadyError, QueueFullError
@@ -157,3 +157,9 @@ async def test_a_cancelled_request_does_not_break_its_batch(
     [result] = await kept
     await batcher.stop()
     assert result.y.shape == (2, 2)
+
+
+def test_one_cpu_runs_every_batch_inline_and_more_cpus_only_small_ones() -> None:
+    assert default_inline_max_steps(1) >= 10**9
+    assert default_inline_max_steps(2) == 256
+    assert usable_cpus() >= 1
