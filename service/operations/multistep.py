@@ -30,7 +30,7 @@ from service.core.sessions.table import SessionTable
 from service.core.state import FloatArray, RecurrentState, SequenceArray
 from service.core.state_pool import PoolKey, pool_key
 from service.core.version import LoadedModel
-from service.errors import RnnServeError, StoreUnavailableError
+from service.errors import InternalError, RnnServeError, StoreUnavailableError
 from service.metrics import Metrics
 from service.operations.step_columns import ItemResult, StepAnswers, StepColumns, rows_together
 from service.operations.step_rules import (
@@ -184,6 +184,8 @@ class MultiStepper:
                 inputs.reshape(len(runnable), 1, *inputs.shape[1:]),
                 table.gather(rows[runnable]),
             )
+        except InternalError:  # the model failed: the whole request fails, nothing was written
+            raise
         except RnnServeError as exc:  # queue full, shutting down, model unloaded
             for index in runnable.tolist():
                 errors[index] = exc
@@ -291,6 +293,8 @@ class MultiStepper:
         ]
         try:
             outputs = await self._runner.run_step_batch(model, sequences, states, keys)
+        except InternalError:  # the model failed: the whole request fails, nothing was written
+            raise
         except RnnServeError as exc:  # queue full, shutting down, model unloaded
             return [(r.index, ItemResult(r.record.seq, error=exc)) for r in runnable]
         updated = [

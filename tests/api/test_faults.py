@@ -21,8 +21,10 @@ import pytest
 from service.app import create_app
 from service.core.repository import Repository
 from service.core.runtime import ModelRunner, RnnBatch, RnnResult
+from service.edges.mux_wire import MuxStatus, encode_frame
 from tests.support.app import Harness, cpu_settings
 from tests.support.models import RandomRepository
+from tests.support.mux import Step, open_slots, send_steps
 from tests.support.reference import assert_close, run_alone
 
 MARKER = 1234.5  # a step whose first feature is this makes onnxruntime raise
@@ -152,3 +154,24 @@ async def test_only_the_failing_batch_fails_under_concurrent_load(app: Harness) 
     assert statuses.count(500) == failed >= 1
     assert statuses.count(200) == 21 - failed
     assert (await predict(STEP)) == 200
+
+
+async def test_a_mux_frame_whose_batch_fails_is_refused_whole_and_can_be_resent(
+    app: Harness,
+) -> None:
+    async with app.ws("/v1/models/rnn-feat/mux") as ws:
+        await open_slots(ws, [0, 1])
+        await ws.send_bytes(
+            encode_frame(
+                5,
+                [0, 1],
+                [0, 0],
+                [np.array([STEP], np.float32), np.array([POISON], np.float32)],
+                tokens=False,
+            )
+        )
+        error = await ws.receive_json()
+        assert (error["op"], error["type"], error["request_id"]) == ("error", "inference_failed", 5)
+        # nothing moved: the same seqs apply, and the stream goes on
+        answers = await send_steps(ws, [Step(0, 0, [STEP]), Step(1, 0, [STEP])], output_size=3)
+    assert [(a.status, a.seq) for a in answers] == [(MuxStatus.APPLIED, 1)] * 2
