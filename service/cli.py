@@ -27,12 +27,14 @@ from service.settings import LogFormat, Settings
 log = logging.getLogger("rnnserve")
 
 HANDED_OVER = {"export": "export", "train": "export", "bench": "bench"}
-# Young collections every 50k net allocations instead of 700. Each live WebSocket holds ~240
+# Young collections every 10k net allocations instead of 700. Each live WebSocket holds ~240
 # tracked objects (the ASGI coroutine chain) and each step's record lives until the stream's
 # next step, so with 1,024 streams CPython's defaults ran a collection every ~0.7k allocations
 # over a heap that grows with the number of streams, and found nothing to free: 10-20% of the
-# server's CPU at 1,024 streams (bench streams1024_ws, py-spy and gc.callbacks), none after.
-GC_THRESHOLDS = (50_000, 20, 10)
+# server's CPU at 1,024 streams (bench streams1024_ws, py-spy and gc.callbacks). 50k (and
+# 20 young collections per older one) let cyclic garbage pile up instead: a 2-minute
+# `bench.soak` grew from 113 to 175 MiB RSS (118 MiB with CPython's defaults, 128 at 10k).
+GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
