@@ -22,6 +22,18 @@ class Window:
     on_end: Hook = noop
 
 
+async def run_in_window(workers: list[Worker], window: Window, *, generator: str) -> LoadResult:
+    """Run closed-loop workers through one window: warm up, then measure."""
+    return await run_closed_loop(
+        workers,
+        warmup_s=window.warmup_s,
+        measure_s=window.measure_s,
+        generator=generator,
+        on_window_start=window.on_start,
+        on_window_end=window.on_end,
+    )
+
+
 def generator_name(preference: str) -> str:
     """What will generate POST load: `wrk` or the built-in client."""
     if preference == "builtin" or wrk_path() is None:
@@ -68,14 +80,7 @@ async def run_post_load(
         )
     connections = [Connection(port) for _ in range(load.concurrency)]
     try:
-        return await run_closed_loop(
-            _builtin_workers(load, connections),
-            warmup_s=window.warmup_s,
-            measure_s=window.measure_s,
-            generator=BUILTIN,
-            on_window_start=window.on_start,
-            on_window_end=window.on_end,
-        )
+        return await run_in_window(_builtin_workers(load, connections), window, generator=BUILTIN)
     finally:
         for connection in connections:
             connection.close()

@@ -12,8 +12,8 @@ import orjson
 
 from bench.checks import Check
 from bench.harness import Harness
-from bench.loadgen.closedloop import LoadResult, run_closed_loop
-from bench.loadgen.post import Window
+from bench.loadgen.closedloop import LoadResult
+from bench.loadgen.post import Window, run_in_window
 from bench.loadgen.streams import close_sockets, open_sessions, step_inputs, ws_workers
 from bench.report import Row, unavailable
 from bench.rounds import Prepared, Target, run_targets
@@ -87,14 +87,7 @@ def _ws_target(h: Harness, streams: int) -> Target:
         workers, sockets = await ws_workers(port, ids, step_inputs(h.rng))
 
         async def run(window: Window) -> LoadResult:
-            return await run_closed_loop(
-                workers,
-                warmup_s=window.warmup_s,
-                measure_s=window.measure_s,
-                generator="raw asyncio WebSocket client",
-                on_window_start=window.on_start,
-                on_window_end=window.on_end,
-            )
+            return await run_in_window(workers, window, generator="raw asyncio WebSocket client")
 
         async def release() -> None:
             await close_sockets(sockets)

@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from bench.checks import Check, Outcome
 from bench.harness import Harness
-from bench.loadgen.closedloop import LoadResult, run_closed_loop
+from bench.loadgen.closedloop import LoadResult
 from bench.loadgen.mux import (
     APPLIED,
     MuxError,
@@ -29,7 +29,7 @@ from bench.loadgen.mux import (
     open_slots,
     step_frame,
 )
-from bench.loadgen.post import Window
+from bench.loadgen.post import Window, run_in_window
 from bench.model import Array, Reference, max_error, sequence
 from bench.procs import Server
 from bench.report import RNNSERVE, Row, unavailable
@@ -107,14 +107,7 @@ async def _prepare(h: Harness, server: Server, shape: MuxShape) -> Prepared:
     workers = mux_workers(load, h.rng)
 
     async def run(window: Window) -> LoadResult:
-        return await run_closed_loop(
-            workers,
-            warmup_s=window.warmup_s,
-            measure_s=window.measure_s,
-            generator=GENERATOR,
-            on_window_start=window.on_start,
-            on_window_end=window.on_end,
-        )
+        return await run_in_window(workers, window, generator=GENERATOR)
 
     async def release() -> None:
         await load.release(delete=True)

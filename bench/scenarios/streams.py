@@ -14,8 +14,8 @@ from bench.checks import (
     check_ws_stream,
 )
 from bench.harness import PYTRITON, Harness
-from bench.loadgen.closedloop import Hook, LoadResult, run_closed_loop
-from bench.loadgen.post import Window
+from bench.loadgen.closedloop import Hook, LoadResult
+from bench.loadgen.post import Window, run_in_window
 from bench.loadgen.rawhttp import Connection
 from bench.loadgen.streams import (
     close_sockets,
@@ -71,14 +71,7 @@ async def _prepare(h: Harness, label: str, server: Server, protocol: str, stream
     generator = "raw asyncio WebSocket client" if protocol == WS else "builtin asyncio client"
 
     async def run(window: Window) -> LoadResult:
-        return await run_closed_loop(
-            workers,
-            warmup_s=window.warmup_s,
-            measure_s=window.measure_s,
-            generator=generator,
-            on_window_start=window.on_start,
-            on_window_end=window.on_end,
-        )
+        return await run_in_window(workers, window, generator=generator)
 
     async def release() -> None:
         for connection in connections:
